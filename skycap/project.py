@@ -1,0 +1,292 @@
+"""Finding the deploy project and loading, validating stages/<stage>.yaml."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skycap.errors import BadInput
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+STAGE_KEYS = {"hg", "registry", "registry_insecure", "image_tag", "kubernetes", "services", "vars", "vm",
+              "vm_order", "keep_releases", "rollout_timeout"}
+KUBERNETES_KEYS = {"namespace", "context", "create_namespace", "kubeconfig"}
+SERVICE_KEYS = {"image", "template", "replicas", "config", "vars"}
+VM_KEYS = {"hosts", "deploy_to", "restart", "check", "parallel", "keep_releases", "linked_dirs", "linked_files",
+           "check_retries", "check_delay", "connect_timeout", "command_timeout", "known_hosts"}
+
+
+@dataclass
+class Service:
+    name: str
+    image: str
+    template: str
+    replicas: int = 1
+    config: dict[str, str] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    def as_template_value(self) -> dict[str, Any]:
+        return {"name": self.name, "image": self.image, "template": self.template, "replicas": self.replicas,
+                "config": dict(self.config), "vars": dict(self.vars)}
+
+
+@dataclass
+class VmService:
+    name: str
+    hosts: list[str]
+    deploy_to: str
+    restart: str | None = None
+    check: str | None = None
+    parallel: int = 5
+    keep_releases: int = 5
+    linked_dirs: list[str] = field(default_factory=list)
+    linked_files: list[str] = field(default_factory=list)
+    check_retries: int = 5
+    check_delay: float = 1.0
+    connect_timeout: float = 10.0
+    command_timeout: float = 120.0
+    known_hosts: str | None = None
+
+
+@dataclass
+class Stage:
+    name: str
+    path: Path
+    project: "Project"
+    hg: str
+    registry: str
+    namespace: str
+    image_tag: str = "{node|short}"
+    registry_insecure: bool = False
+    context: str | None = None
+    kubeconfig: str | None = None
+    create_namespace: bool = False
+    services: dict[str, Service] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+    vm: dict[str, VmService] = field(default_factory=dict)
+    vm_order: str = "after"
+    keep_releases: int = 20
+    rollout_timeout: float = 300.0
+
+    @property
+    def hg_source(self) -> str:
+        """A URL as given; a path relative to the stage file's folder made absolute."""
+        if re.match(r"^[a-z][a-z0-9+.-]*://", self.hg):
+            return self.hg
+        return str((self.path.parent / os.path.expanduser(self.hg)).resolve())
+
+
+@dataclass
+class Project:
+    root: Path
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / "stages"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.root / "tasks.py"
+
+    def stage_names(self) -> list[str]:
+        return sorted(p.stem for p in self.stages_dir.glob("*.yaml"))
+
+    def load_stage(self, name: str) -> Stage:
+        path = self.stages_dir / f"{name}.yaml"
+        if not NAME_RE.match(name) or not path.is_file():
+            known = ", ".join(self.stage_names()) or "none"
+            raise BadInput(f"unknown stage {name!r} in {self.root}",
+                           f"known stages: {known} (one file per stage under {self.stages_dir})")
+        return parse_stage(name, path, self, _read_yaml(path))
+
+
+def find_project(explicit: str | None = None, cwd: Path | None = None) -> Project:
+    """--project DIR, else $SKYCAP_PROJECT, else the nearest folder at or above cwd that holds stages/."""
+    chosen = explicit or os.environ.get("SKYCAP_PROJECT")
+    if chosen:
+        root = Path(chosen).expanduser().resolve()
+        if not (root / "stages").is_dir():
+            raise BadInput(f"{root} is not a deploy project: it has no stages/ folder",
+                           "point --project (or SKYCAP_PROJECT) at the folder that holds stages/ and templates/")
+        return Project(root)
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "stages").is_dir():
+            return Project(folder)
+    raise BadInput(f"no deploy project found at or above {here}",
+                   "run skycap inside a folder that holds stages/, or pass --project DIR")
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise BadInput(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: a stage file must be a mapping of keys (hg, registry, kubernetes, services, ...)")
+    return data
+
+
+def _check_keys(path: Path, where: str, data: Any, allowed: set[str]) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: {where} must be a mapping")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadInput(f"{path}: unknown key {where + '.' if where else ''}{unknown[0]}",
+                       f"allowed here: {', '.join(sorted(allowed))}")
+    return data
+
+
+def _require(path: Path, where: str, data: dict, key: str, kind: type = str):
+    value = data.get(key)
+    if value is None or value == "":
+        raise BadInput(f"{path}: {where}{key} is required")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadInput(f"{path}: {where}{key} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _optional(path: Path, where: str, data: dict, key: str, kind, default):
+    value = data.get(key, default)
+    if value is default:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BadInput(f"{path}: {where}{key} must be a {name}, not {value!r}")
+    return value
+
+
+def _string_map(path: Path, where: str, data: Any) -> dict[str, str]:
+    data = data or {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: {where} must be a mapping of names to values")
+    out = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not re.match(r"^[-._a-zA-Z0-9]+$", key):
+            raise BadInput(f"{path}: {where}: {key!r} is not a valid ConfigMap key (letters, digits, - _ .)")
+        if isinstance(value, (dict, list)) or value is None:
+            raise BadInput(f"{path}: {where}.{key} must be a plain value (string, number or boolean)")
+        out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def parse_stage(name: str, path: Path, project: Project, data: dict) -> Stage:
+    _check_keys(path, "", data, STAGE_KEYS)
+    hg = _require(path, "", data, "hg")
+    registry = _require(path, "", data, "registry")
+    if not REGISTRY_RE.match(registry):
+        raise BadInput(f"{path}: registry {registry!r} is not host[:port]", "write it without a scheme or path")
+    kube = _check_keys(path, "kubernetes", data.get("kubernetes"), KUBERNETES_KEYS)
+    namespace = _require(path, "kubernetes.", kube, "namespace")
+    if not NAME_RE.match(namespace) or len(namespace) > 63:
+        raise BadInput(f"{path}: kubernetes.namespace {namespace!r} is not a valid namespace name")
+    stage = Stage(
+        name=name, path=path, project=project, hg=hg, registry=registry, namespace=namespace,
+        image_tag=_optional(path, "", data, "image_tag", str, "{node|short}"),
+        registry_insecure=_optional(path, "", data, "registry_insecure", bool, False),
+        context=_optional(path, "kubernetes.", kube, "context", str, None),
+        kubeconfig=_optional(path, "kubernetes.", kube, "kubeconfig", str, None),
+        create_namespace=_optional(path, "kubernetes.", kube, "create_namespace", bool, False),
+        vars=_optional(path, "", data, "vars", dict, {}) or {},
+        vm_order=_optional(path, "", data, "vm_order", str, "after"),
+        keep_releases=_optional(path, "", data, "keep_releases", int, 20),
+        rollout_timeout=float(_optional(path, "", data, "rollout_timeout", (int, float), 300.0)),
+    )
+    if stage.vm_order not in ("before", "after"):
+        raise BadInput(f"{path}: vm_order must be 'before' or 'after', not {stage.vm_order!r}")
+    if stage.keep_releases < 1:
+        raise BadInput(f"{path}: keep_releases must be 1 or more")
+    services = data.get("services") or {}
+    if not isinstance(services, dict):
+        raise BadInput(f"{path}: services must be a mapping of service names to their settings")
+    for svc_name, block in services.items():
+        stage.services[svc_name] = _parse_service(path, project, str(svc_name), block)
+    vms = data.get("vm") or {}
+    if not isinstance(vms, dict):
+        raise BadInput(f"{path}: vm must be a mapping of service names to their settings")
+    for svc_name, block in vms.items():
+        stage.vm[svc_name] = _parse_vm(path, str(svc_name), block)
+    if not stage.services and not stage.vm:
+        raise BadInput(f"{path}: the stage has no services and no vm services: nothing to deploy")
+    return stage
+
+
+def _parse_service(path: Path, project: Project, name: str, block: Any) -> Service:
+    where = f"services.{name}"
+    if not NAME_RE.match(name) or len(name) > 50:
+        raise BadInput(f"{path}: {where}: {name!r} is not a valid service name (lower-case letters, digits, -)")
+    block = _check_keys(path, where, block, SERVICE_KEYS)
+    image = _require(path, where + ".", block, "image")
+    if not IMAGE_RE.match(image):
+        raise BadInput(f"{path}: {where}.image {image!r} is not a repository name",
+                       "write the repository only (like skytap/web); the registry and tag are added by skycap")
+    template = _require(path, where + ".", block, "template")
+    if ".." in Path(template).parts or Path(template).is_absolute():
+        raise BadInput(f"{path}: {where}.template must name a file under templates/, not {template!r}")
+    if not (project.templates_dir / template).is_file():
+        raise BadInput(f"{path}: {where}.template: no file {project.templates_dir / template}")
+    replicas = _optional(path, where + ".", block, "replicas", int, 1)
+    if replicas < 0:
+        raise BadInput(f"{path}: {where}.replicas must be 0 or more")
+    return Service(name=name, image=image, template=template, replicas=replicas,
+                   config=_string_map(path, where + ".config", block.get("config")),
+                   vars=_optional(path, where + ".", block, "vars", dict, {}) or {})
+
+
+HOST_RE = re.compile(r"^(?:(?P<user>[a-z_][-a-z0-9_.]*)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def _parse_vm(path: Path, name: str, block: Any) -> VmService:
+    where = f"vm.{name}"
+    if not NAME_RE.match(name):
+        raise BadInput(f"{path}: {where}: {name!r} is not a valid service name (lower-case letters, digits, -)")
+    block = _check_keys(path, where, block, VM_KEYS)
+    hosts = block.get("hosts")
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise BadInput(f"{path}: {where}.hosts must be a list of user@host[:port]")
+    for host in hosts:
+        if not HOST_RE.match(host):
+            raise BadInput(f"{path}: {where}.hosts: {host!r} is not user@host[:port]")
+    deploy_to = _require(path, where + ".", block, "deploy_to")
+    if not deploy_to.startswith("/") or not re.match(r"^[-/._a-zA-Z0-9]+$", deploy_to) or ".." in deploy_to:
+        raise BadInput(f"{path}: {where}.deploy_to must be an absolute path of letters, digits, - _ . /")
+    links = {}
+    for key in ("linked_dirs", "linked_files"):
+        value = block.get(key) or []
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and re.match(r"^[-._a-zA-Z0-9][-/._a-zA-Z0-9]*$", v) and ".." not in v
+                for v in value):
+            raise BadInput(f"{path}: {where}.{key} must be a list of relative paths (letters, digits, - _ . /)")
+        links[key] = value
+    vm = VmService(
+        name=name, hosts=hosts, deploy_to=deploy_to.rstrip("/") or "/",
+        restart=_optional(path, where + ".", block, "restart", str, None),
+        check=_optional(path, where + ".", block, "check", str, None),
+        parallel=_optional(path, where + ".", block, "parallel", int, 5),
+        keep_releases=_optional(path, where + ".", block, "keep_releases", int, 5),
+        check_retries=_optional(path, where + ".", block, "check_retries", int, 5),
+        check_delay=float(_optional(path, where + ".", block, "check_delay", (int, float), 1.0)),
+        connect_timeout=float(_optional(path, where + ".", block, "connect_timeout", (int, float), 10.0)),
+        command_timeout=float(_optional(path, where + ".", block, "command_timeout", (int, float), 120.0)),
+        known_hosts=_optional(path, where + ".", block, "known_hosts", str, None),
+        **links,
+    )
+    if vm.parallel < 1 or vm.keep_releases < 2:
+        raise BadInput(f"{path}: {where}: parallel must be 1 or more and keep_releases 2 or more")
+    return vm
