@@ -1,0 +1,293 @@
+"""The command line: the only module that parses argv, and the only place errors become exit codes.
+
+Heavy libraries (the Kubernetes client, Fabric, Jinja) are imported inside the commands that use
+them, so that `skycap --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from skycap import __version__
+from skycap.errors import BadInput, SkycapError
+
+EXIT_USAGE = 2
+
+
+def parse_words(words: tuple[str, ...], allowed: set[str] | None = None) -> dict[str, str]:
+    """KEY=VALUE words (Capistrano style) into a dict; anything else is bad usage."""
+    values: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise BadInput(f"unexpected argument {word!r}", "arguments after the stage are KEY=VALUE, like rev=abc123")
+        if allowed is not None and key not in allowed:
+            raise BadInput(f"unknown setting {key}=", f"this command takes: {', '.join(sorted(allowed))}")
+        if key in values:
+            raise BadInput(f"{key}= is given twice")
+        values[key] = value
+    return values
+
+
+def _context(ctx: click.Context):
+    from skycap.context import RunContext
+
+    return RunContext.from_click(ctx)
+
+
+output_option = click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
+                             help="json prints one JSON document on stdout.")
+verbose_option = click.option("-v", "--verbose", count=True, help="Show everything kubectl and ssh print.")
+
+
+class SkycapGroup(click.Group):
+    def format_epilog(self, ctx, formatter):
+        formatter.write_paragraph()
+        formatter.write_text("Exit codes: 0 done, 1 failed (rolled back), 2 bad input (nothing changed), "
+                             "3 stage locked, 4 rollout timed out, 130 interrupted.")
+
+
+@click.group(cls=SkycapGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="skycap")
+@click.option("--project", metavar="DIR", help="The deploy project (default: $SKYCAP_PROJECT, else the nearest "
+              "folder at or above here holding stages/).")
+@verbose_option
+@click.pass_context
+def cli(ctx: click.Context, project: str | None, verbose: int) -> None:
+    """Deploy Mercurial revisions to Kubernetes (and to VMs over SSH), with a release ledger
+    kept in the cluster, so that rollback works when everything else is down."""
+    ctx.obj = {"project": project, "verbose": verbose}
+
+
+def _common(ctx: click.Context, verbose: int) -> None:
+    ctx.obj["verbose"] = ctx.obj.get("verbose", 0) + verbose
+
+
+@cli.command()
+@click.argument("stage")
+@click.argument("words", nargs=-1, metavar="rev=REV")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="How long to wait for the rollout.")
+@click.option("--no-rollback", is_flag=True, help="On failure, leave the failed release in place.")
+@click.option("--skip-image-check", is_flag=True, help="Do not ask the registry whether the images exist.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record the key of an SSH host seen for the first time.")
+@output_option
+@verbose_option
+@click.pass_context
+def deploy(ctx, stage, words, dry_run, timeout, no_rollback, skip_image_check, accept_new_host_keys, output,
+           verbose):
+    """Deploy rev=REV of the project to STAGE and wait until it runs."""
+    _common(ctx, verbose)
+    values = parse_words(words, {"rev"})
+    if "rev" not in values or not values["rev"]:
+        raise BadInput("missing rev=", f"say which Mercurial revision to deploy: skycap deploy {stage} rev=REV")
+    from skycap import pipelines
+
+    run = _context(ctx)
+    run.output = output
+    return pipelines.deploy(run, stage, values["rev"], dry_run=dry_run, timeout=timeout, rollback=not no_rollback,
+                            image_check=not skip_image_check, accept_new_host_keys=accept_new_host_keys)
+
+
+@cli.command()
+@click.argument("stage")
+@click.argument("words", nargs=-1, metavar="[release=N]")
+@click.option("--timeout", type=float, metavar="SECONDS", help="How long to wait for the rollout.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record the key of an SSH host seen for the first time.")
+@output_option
+@verbose_option
+@click.pass_context
+def rollback(ctx, stage, words, timeout, accept_new_host_keys, output, verbose):
+    """Re-apply the last good release before the current one (or release=N)."""
+    _common(ctx, verbose)
+    values = parse_words(words, {"release"})
+    release = None
+    if "release" in values:
+        if not values["release"].isdigit():
+            raise BadInput(f"release={values['release']} is not a release number", "see `skycap history STAGE`")
+        release = int(values["release"])
+    from skycap import pipelines
+
+    run = _context(ctx)
+    run.output = output
+    return pipelines.rollback(run, stage, release=release, timeout=timeout,
+                              accept_new_host_keys=accept_new_host_keys)
+
+
+@cli.command()
+@click.argument("stage")
+@output_option
+@verbose_option
+@click.pass_context
+def status(ctx, stage, output, verbose):
+    """What runs now: release, rev, image, ready/desired per service, drift, the lock."""
+    _common(ctx, verbose)
+    from skycap import pipelines
+
+    run = _context(ctx)
+    run.output = output
+    return pipelines.status(run, stage)
+
+
+@cli.command()
+@click.argument("stage")
+@output_option
+@click.pass_context
+def history(ctx, stage, output):
+    """The release ledger of STAGE, newest first."""
+    from skycap import pipelines
+
+    run = _context(ctx)
+    run.output = output
+    return pipelines.history(run, stage)
+
+
+@cli.command()
+@click.argument("stage")
+@click.argument("words", nargs=-1, metavar="rev=REV")
+@verbose_option
+@click.pass_context
+def render(ctx, stage, words, verbose):
+    """Print the rendered manifests of rev=REV; apply nothing."""
+    _common(ctx, verbose)
+    values = parse_words(words, {"rev"})
+    if not values.get("rev"):
+        raise BadInput("missing rev=", f"say which Mercurial revision to render: skycap render {stage} rev=REV")
+    from skycap import pipelines
+
+    return pipelines.render(_context(ctx), stage, values["rev"])
+
+
+@cli.command()
+@click.argument("stage")
+@click.argument("words", nargs=-1, metavar="rev=REV")
+@verbose_option
+@click.pass_context
+def diff(ctx, stage, words, verbose):
+    """What a deploy of rev=REV would change (kubectl diff); exit 0 no change, 1 changes."""
+    _common(ctx, verbose)
+    values = parse_words(words, {"rev"})
+    if not values.get("rev"):
+        raise BadInput("missing rev=", f"say which Mercurial revision to compare: skycap diff {stage} rev=REV")
+    from skycap import pipelines
+
+    return pipelines.diff(_context(ctx), stage, values["rev"])
+
+
+@cli.command()
+@click.argument("stage")
+@click.argument("words", nargs=-1, required=True, metavar="SERVICE=COUNT...")
+@click.option("--timeout", type=float, metavar="SECONDS", help="How long to wait for the rollout.")
+@verbose_option
+@click.pass_context
+def scale(ctx, stage, words, timeout, verbose):
+    """Set the replica count of services, recorded as a release."""
+    _common(ctx, verbose)
+    counts = {}
+    for key, value in parse_words(words).items():
+        if not value.isdigit():
+            raise BadInput(f"{key}={value}: the count must be a whole number, like {key}=3")
+        counts[key] = int(value)
+    from skycap import pipelines
+
+    return pipelines.scale(_context(ctx), stage, counts, timeout=timeout)
+
+
+@cli.command()
+@click.argument("stage")
+@click.pass_context
+def unlock(ctx, stage):
+    """Break a stale deploy lock of STAGE (recorded in the ledger)."""
+    from skycap import pipelines
+
+    return pipelines.unlock(_context(ctx), stage)
+
+
+@cli.group("local-cluster")
+def local_cluster():
+    """The embedded local control plane, for the demo and the tests."""
+
+
+@local_cluster.command("up")
+@click.option("--ports", type=click.Choice(["default", "auto"]), default="default",
+              help="auto picks free ports instead of the fixed defaults.")
+def local_cluster_up(ports):
+    """Start it (idempotent); prints the shell exports to eval."""
+    from skycap.localcluster import cluster
+
+    chosen = None
+    if ports == "auto":
+        names = list(cluster.DEFAULT_PORTS)
+        chosen = dict(zip(names, cluster.free_ports(len(names))))
+    state = cluster.up(ports=chosen)
+    click.echo(state.exports(), nl=False)
+    click.echo(f"# kubectl: kubectl --context {cluster.CONTEXT} get pods -A   registry: {state.registry}", err=True)
+
+
+@local_cluster.command("down")
+@click.option("--purge", is_flag=True, help="Also delete its data (etcd, registry, certificates).")
+def local_cluster_down(purge):
+    """Stop exactly the processes `up` started."""
+    from skycap.localcluster import cluster
+
+    stopped = cluster.down(purge=purge)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", err=True)
+
+
+@local_cluster.command("status")
+def local_cluster_status():
+    """Each part: running, healthy, pid. Exit 1 unless all are healthy."""
+    from skycap.localcluster import cluster
+
+    parts = cluster.status()
+    for part, info in parts.items():
+        state = "healthy" if info["healthy"] else ("running, not healthy" if info["running"] else "stopped")
+        pid = f" (pid {info['pid']})" if info["running"] else ""
+        click.echo(f"{part:<20} {state}{pid}")
+    if not all(info["healthy"] for info in parts.values()):
+        sys.exit(1)
+
+
+@local_cluster.command("publish")
+@click.argument("image", metavar="REPOSITORY:TAG")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="An image config label, e.g. skycap.sim/behaviour=crash.")
+def local_cluster_publish(image, labels):
+    """Push a small image to the local registry, as CI would have."""
+    from skycap.localcluster import cluster
+    from skycap.localcluster.images import publish_image
+
+    repository, sep, tag = image.rpartition(":")
+    if not sep or not repository or "/" in tag:
+        raise BadInput(f"{image!r} is not REPOSITORY:TAG")
+    state = cluster.ClusterState.load(cluster.state_dir())
+    if not state:
+        raise BadInput("the local cluster is not set up", "run: skycap local-cluster up")
+    digest = publish_image(state.registry, repository, tag, parse_words(tuple(labels)))
+    click.echo(f"{state.registry}/{repository}:{tag} {digest}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="skycap", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except SkycapError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"  {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

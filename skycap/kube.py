@@ -1,0 +1,76 @@
+"""The Kubernetes API client for a stage: its kubeconfig and context, with errors a person can act on.
+
+Imported only by commands that talk to the cluster (the client takes a while to import)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from skycap.errors import BadInput
+
+
+def kubeconfig_path(stage) -> str | None:
+    """The stage's kubeconfig if it names one, else KUBECONFIG's first file, else ~/.kube/config."""
+    if stage.kubeconfig:
+        return str((stage.path.parent / os.path.expanduser(stage.kubeconfig)).resolve())
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return env.split(os.pathsep)[0]
+    return None
+
+
+def _config_file(stage) -> str:
+    path = kubeconfig_path(stage) or os.path.expanduser("~/.kube/config")
+    if not Path(path).is_file():
+        raise BadInput(f"no kubeconfig at {path}",
+                       "set KUBECONFIG (for the local cluster: eval \"$(skycap local-cluster up)\"), "
+                       "or kubernetes.kubeconfig in the stage file")
+    return path
+
+
+def api_client(stage):
+    """A kubernetes.client.ApiClient for the stage's context."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    path = _config_file(stage)
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(config_file=path, context=stage.context, client_configuration=configuration,
+                                persist_config=False)
+    except ConfigException as exc:
+        if stage.context:
+            contexts = _context_names(path)
+            if stage.context not in contexts:
+                raise BadInput(f"kubeconfig context {stage.context!r} (stage {stage.name}) is not in {path}",
+                               f"contexts there: {', '.join(contexts) or 'none'}") from None
+        raise BadInput(f"cannot use kubeconfig {path}: {exc}") from None
+    configuration.connection_pool_maxsize = 32
+    configuration.retries = 3
+    return client.ApiClient(configuration)
+
+
+def _context_names(path: str) -> list[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return [c.get("name", "?") for c in data.get("contexts") or []]
+
+
+def unreachable(stage, exc: BaseException) -> BadInput:
+    where = f"context {stage.context}" if stage.context else "the current kubeconfig context"
+    return BadInput(f"cannot reach the Kubernetes API ({where}): {short_reason(exc)}",
+                    "check the cluster is up and the kubeconfig points at it (skycap local-cluster status "
+                    "for the local one)")
+
+
+def short_reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "reason", None) or exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "certificate verify failed"):
+        if marker in text:
+            return marker.lower()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

