@@ -157,7 +157,7 @@ def render(ctx, stage, words, verbose):
         raise BadInput("missing rev=", f"say which Mercurial revision to render: skycap render {stage} rev=REV")
     from skycap import pipelines
 
-    return pipelines.render(_context(ctx), stage, values["rev"])
+    return pipelines.render_command(_context(ctx), stage, values["rev"])
 
 
 @cli.command()

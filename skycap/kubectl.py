@@ -21,7 +21,7 @@ NOISE = [
     re.compile(r"Waited for .* due to client-side throttling"),
     re.compile(r"\"Waited before sending request\""),
     KLOG,
-    re.compile(r"^WARNING: version difference between client \(.*\) and server \(.*\) exceeds"),
+    re.compile(r"^WARNING: version difference between client \(.*\) and server \(.*\) exceeds", re.I),
     re.compile(r"^Flag --\S+ has been deprecated"),
     re.compile(r"is missing the kubectl\.kubernetes\.io/last-applied-configuration annotation"),
 ]

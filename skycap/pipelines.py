@@ -1,0 +1,875 @@
+"""The pipelines behind the commands. Each reads as a list of named phases; every check that
+can fail runs before the first change to the cluster, and cleanup lives in try/finally."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from skycap.errors import BadInput, DeployFailed, Interrupted, RolloutTimeout, SkycapError
+
+EARLY_KINDS = ("Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+               "ClusterRoleBinding", "ResourceQuota", "LimitRange", "PersistentVolumeClaim")
+
+
+# ---------- the pieces every pipeline uses -----------------------------------------------------------
+
+@dataclass
+class StageSession:
+    """One stage's loaded config and its connections, made once per run."""
+
+    run: object
+    stage: object
+    _api = None
+    _kubectl = None
+
+    @property
+    def api(self):
+        if self._api is None:
+            from skycap.kube import api_client
+
+            self._api = api_client(self.stage)
+        return self._api
+
+    @property
+    def kubectl(self):
+        if self._kubectl is None:
+            from skycap.kube import kubeconfig_path
+            from skycap.kubectl import Kubectl
+
+            self._kubectl = Kubectl(namespace=self.stage.namespace, log=self.run.log_for(self.stage.name),
+                                    screen=self.run.screen, kubeconfig=kubeconfig_path(self.stage),
+                                    context=self.stage.context, verbose=self.run.verbose)
+        return self._kubectl
+
+    @property
+    def ledger(self):
+        from skycap.ledger import Ledger
+
+        return Ledger(self.api, self.stage.namespace, self.stage.name)
+
+
+def open_stage(run, name: str) -> StageSession:
+    stage = run.project.load_stage(name)
+    run.log_for(name)
+    return StageSession(run, stage)
+
+
+def call_api(session: StageSession, what: str, func, *args, **kwargs):
+    """A Kubernetes API call whose connection failure becomes a clear, typed error."""
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return func(*args, **kwargs)
+    except HTTPError as exc:
+        from skycap.kube import unreachable
+
+        raise unreachable(session.stage, exc) from None
+
+
+class Phases:
+    """Prints each phase as it starts and keeps its timing for the summary and the log."""
+
+    def __init__(self, run, stage_name: str):
+        self.run = run
+        self.log = run.log_for(stage_name)
+        self.timings: list[tuple[str, float]] = []
+
+    @contextmanager
+    def phase(self, name: str):
+        self.run.screen.phase(name)
+        self.log.write("skycap", f"phase: {name}")
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings.append((name, round(time.monotonic() - started, 3)))
+
+
+@contextmanager
+def interruptible():
+    """SIGTERM behaves as Ctrl-C, so CI cancelling a job releases the lock too."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def emit_json(document: dict) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------- deploy -----------------------------------------------------------------------------------
+
+@dataclass
+class DeployState:
+    """What a deploy knows as it goes; read by the summary, the failure path and --output json."""
+
+    stage: str
+    rev: str
+    revision: object = None
+    release: object = None
+    rendered: object = None
+    applied: list[str] = field(default_factory=list)
+    result: object = None
+    status: str = "pending"
+    rolled_back_to: int | None = None
+    vm_results: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollback=True, image_check=True,
+           accept_new_host_keys=False) -> int:
+    session = open_stage(run, stage_name)
+    stage = session.stage
+    phases = Phases(run, stage_name)
+    state = DeployState(stage=stage_name, rev=rev)
+    timeout = timeout or stage.rollout_timeout
+    from skycap.hooks import Hooks
+
+    hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
+    try:
+        with interruptible():
+            with phases.phase(f"resolve rev={rev} in {stage.hg}"):
+                state.revision = resolve_revision(stage, rev)
+                run.screen.line(f"    {state.revision.node[:12]} ({state.revision.branch}) "
+                                f"{state.revision.summary[:70]} -> tag {state.revision.tag}")
+            if image_check and stage.services:
+                with phases.phase(f"check images in {stage.registry}"):
+                    check_images(stage, state.revision.tag)
+            elif stage.services:
+                run.screen.warn("image check skipped (--skip-image-check)")
+            with phases.phase("render templates"):
+                state.rendered = render(stage, state.revision, next_release_number(session))
+            if dry_run:
+                return deploy_plan(session, state, phases)
+            ensure_namespace(session)
+            from skycap.lock import StageLock
+
+            lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={rev}")
+            with phases.phase("take the stage lock"):
+                call_api(session, "lock", lock.acquire)
+            try:
+                return locked_deploy(session, state, phases, hooks, lock, timeout=timeout, rollback=rollback,
+                                     accept_new_host_keys=accept_new_host_keys)
+            finally:
+                lock.release()
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(state)) from None
+    finally:
+        summarise(run, session, state, phases)
+
+
+def resolve_revision(stage, rev: str):
+    from skycap.revision import resolve
+
+    return resolve(stage.hg_source, rev, stage.image_tag)
+
+
+def check_images(stage, tag: str) -> None:
+    from skycap.registry import require_images
+
+    require_images(stage.registry, [(s.name, s.image, tag) for s in stage.services.values()],
+                   stage.registry_insecure)
+
+
+def render(stage, revision, release_number: int):
+    from skycap.render import RenderInput, render_stage
+
+    return render_stage(stage, RenderInput(node=revision.node, tag=revision.tag, rev=revision.rev,
+                                           release=release_number))
+
+
+def next_release_number(session: StageSession) -> int:
+    if not session.stage.services:
+        return 0
+    try:
+        releases = call_api(session, "ledger", session.ledger.releases)
+    except BadInput as exc:
+        if "does not exist" in str(exc):
+            return 1
+        raise
+    return (releases[0].number + 1) if releases else 1
+
+
+def ensure_namespace(session: StageSession) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    stage = session.stage
+    core = client.CoreV1Api(session.api)
+    try:
+        call_api(session, "namespace", core.read_namespace, stage.namespace)
+        return
+    except ApiException as exc:
+        if exc.status != 404:
+            raise BadInput(f"cannot read namespace {stage.namespace}: {exc.reason}") from None
+    if not stage.create_namespace:
+        raise BadInput(f"namespace {stage.namespace} does not exist",
+                       "create it, or set kubernetes.create_namespace: true in the stage file")
+    from skycap.render import MANAGED_BY, STAGE_LABEL
+
+    core.create_namespace({"metadata": {"name": stage.namespace,
+                                        "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
+
+
+def split_phases(rendered) -> tuple[str, str]:
+    """ConfigMaps, Secrets, ServiceAccounts and RBAC first; everything else second."""
+    import yaml
+
+    early = [m.obj for m in rendered.manifests if m.kind in EARLY_KINDS]
+    rest = [m.obj for m in rendered.manifests if m.kind not in EARLY_KINDS]
+    dump = lambda objs: yaml.safe_dump_all(objs, sort_keys=False) if objs else ""  # noqa: E731
+    return dump(early), dump(rest)
+
+
+def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, accept_new_host_keys) -> int:
+    stage, run = session.stage, session.run
+    mark_dead_releases(session)
+    number = next_release_number(session)
+    if number != _rendered_number(state.rendered):
+        state.rendered = render(stage, state.revision, number)
+    if stage.services:
+        with phases.phase("validate with a server-side dry run"):
+            server_dry_run(session, state.rendered)
+    hooks.run("before_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
+              release=number, namespace=stage.namespace)
+    ledger = session.ledger
+    state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
+                                 tags={name: state.revision.tag for name in stage.services},
+                                 manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm))
+    lock.set_purpose(f"deploy rev={state.rev} (release {state.release.number})")
+    if state.release.number != number:  # someone broke our lock and deployed meanwhile
+        raise DeployFailed(f"release number {number} was taken while this deploy held the lock",
+                           "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
+    started = datetime.now(timezone.utc)
+    try:
+        if stage.vm and stage.vm_order == "before":
+            deploy_vms(session, state, phases, accept_new_host_keys)
+        if stage.services:
+            apply_and_watch(session, state, phases, timeout=timeout, since=started)
+        if stage.vm and stage.vm_order == "after":
+            deploy_vms(session, state, phases, accept_new_host_keys)
+    except KeyboardInterrupt:
+        record(ledger, state, "interrupted", "interrupted by the user (Ctrl-C or SIGTERM)")
+        raise
+    except (DeployFailed, RolloutTimeout) as exc:
+        state.error = exc.message
+        record(ledger, state, "failed", exc.message)
+        if rollback:
+            auto_rollback(session, state, phases, accept_new_host_keys)
+        else:
+            run.screen.warn("--no-rollback: the failed release stays in place")
+        hooks_failed(hooks, stage, state, exc)
+        raise
+    record(ledger, state, "deployed", "")
+    after_success(session, state, phases)
+    hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
+              release=state.release.number, namespace=stage.namespace)
+    return 0
+
+
+def _rendered_number(rendered) -> int | None:
+    from skycap.render import RELEASE_ANNOTATION
+
+    for manifest in rendered.manifests:
+        value = manifest.obj["metadata"].get("annotations", {}).get(RELEASE_ANNOTATION)
+        if value:
+            return int(value)
+    return None
+
+
+def hooks_failed(hooks, stage, state, exc) -> None:
+    try:
+        hooks.run("deploy_failed", stage=stage.name, rev=state.rev, node=state.revision.node,
+                  tag=state.revision.tag, release=state.release.number, namespace=stage.namespace,
+                  error=exc.message)
+    except DeployFailed as hook_error:
+        state.error += f"; {hook_error.message}"
+
+
+def record(ledger, state, status: str, note: str) -> None:
+    state.status = status
+    release = state.release
+    release.applied = list(state.applied)
+    release.vm = {name: result.get("releases", {}) for name, result in state.vm_results.items()}
+    ledger.finish(release, status, note=note[:2000])
+
+
+def server_dry_run(session, rendered) -> None:
+    from skycap.errors import CommandFailed
+
+    try:
+        session.kubectl.apply(rendered.to_yaml(), server_dry_run=True)
+    except CommandFailed as exc:
+        raise BadInput(f"the cluster rejected the rendered manifests (server-side dry run): "
+                       f"{rejection_text(exc, rendered)}",
+                       "nothing was applied; fix the template named above and see: skycap render STAGE rev=REV") \
+            from None
+
+
+def rejection_text(exc, rendered) -> str:
+    """kubectl's complaint, with the template each named object came from."""
+    from skycap.kubectl import filter_output
+
+    lines = filter_output(exc.stderr).shown or [exc.stderr.strip()]
+    text = "\n  ".join(lines)
+    for manifest in rendered.manifests:
+        needle = f'"{manifest.name}"'
+        if needle in text and manifest.source != "(skycap)":
+            text += f"\n  ({manifest.ref()} comes from templates/{manifest.source}, service {manifest.service})"
+    return text
+
+
+def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
+    early, rest = split_phases(state.rendered)
+    with phases.phase("apply ConfigMaps, Secrets and RBAC"):
+        if early:
+            state.applied += apply_objects(session, early)
+    with phases.phase("apply workloads and services"):
+        if rest:
+            state.applied += apply_objects(session, rest)
+    watch(session, state, phases, timeout=timeout, since=since)
+
+
+def apply_objects(session, manifests_yaml: str) -> list[str]:
+    from skycap.errors import CommandFailed
+
+    try:
+        return session.kubectl.apply(manifests_yaml)
+    except CommandFailed as exc:
+        from skycap.kubectl import filter_output
+
+        shown = "\n  ".join(filter_output(exc.stderr).shown) or exc.stderr.strip()
+        raise DeployFailed(f"kubectl apply failed: {shown}") from None
+    except BadInput as exc:
+        raise DeployFailed(f"applying failed: {exc.message}") from None
+
+
+def targets_of(rendered):
+    from skycap.rollout import Target
+
+    watched = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Service"}
+    return [Target(kind=m.kind, name=m.name, service=m.service or "") for m in rendered.manifests
+            if m.kind in watched]
+
+
+def watch(session, state, phases, *, timeout: float, since) -> None:
+    from skycap.rollout import failure_report, wait_for_rollout
+
+    screen = session.run.screen
+    progress = ProgressPrinter(screen)
+    cancel = threading.Event()
+    with phases.phase(f"wait for the rollout (timeout {timeout:g} s)"):
+        try:
+            result = wait_for_rollout(session.api, session.stage.namespace, targets_of(state.rendered),
+                                      timeout=timeout, since=since, on_change=progress.update, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+        finally:
+            progress.done()
+    state.result = result
+    if result.succeeded:
+        return
+    screen.raw(failure_report(result))
+    failing = ", ".join(sorted({o.service or o.name for o in result.outcomes if o.state in ("failed", "timeout")}))
+    if result.timed_out and not result.failed:
+        raise RolloutTimeout(f"the rollout did not finish within {timeout:g} s: {failing}")
+    raise DeployFailed(f"the rollout failed: {failing}")
+
+
+class ProgressPrinter:
+    """A live line per service on a terminal; plain lines, only when something changed, elsewhere."""
+
+    def __init__(self, screen):
+        self.screen = screen
+        self.last: list[str] = []
+        self.drawn = 0
+
+    def update(self, outcomes) -> None:
+        from skycap.rollout import render_progress
+
+        lines = render_progress(outcomes, self.screen.is_terminal)
+        if lines == self.last:
+            return
+        if self.screen.is_terminal and not self.screen.quiet:
+            if self.drawn:
+                self.screen.stream.write(f"\033[{self.drawn}F\033[J")
+            self.screen.stream.write("\n".join(lines) + "\n")
+            self.screen.stream.flush()
+            self.drawn = len(lines)
+        else:
+            for line in lines:
+                if line not in self.last:
+                    self.screen.line("    " + line)
+        self.last = lines
+
+    def done(self) -> None:
+        self.drawn = 0
+
+
+def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
+    from skycap import vm
+
+    stage = session.stage
+    archive = None
+    for name, service in stage.vm.items():
+        if archive is None:
+            with phases.phase("build the release archive (hg archive)"):
+                archive = vm_archive(session, state)
+        with phases.phase(f"deploy {name} to {len(service.hosts)} host(s)"):
+            result = vm.deploy(service, archive, state.revision.node, accept_new_host_keys=accept_new_host_keys,
+                               on_event=lambda host, message: session.run.screen.line(f"    {host}: {message}"))
+            state.vm_results[name] = vm_result_dict(result)
+            if not getattr(result, "ok", True):
+                raise DeployFailed(f"VM service {name} failed: {getattr(result, 'summary', result)}")
+
+
+def vm_archive(session, state):
+    import tempfile
+    from pathlib import Path
+
+    from skycap.revision import archive
+
+    folder = Path(tempfile.mkdtemp(prefix="skycap-archive-"))
+    return archive(session.stage.hg_source, state.revision.node, folder / f"{state.revision.node[:12]}.tar.gz")
+
+
+def vm_result_dict(result) -> dict:
+    if hasattr(result, "as_dict"):
+        return result.as_dict()
+    return {"result": str(result)}
+
+
+def after_success(session, state, phases) -> None:
+    """Delete what the previous release applied and this one does not; trim the ledger."""
+    ledger = session.ledger
+    try:
+        prune_removed(session, state)
+        ledger.prune(session.stage.keep_releases)
+    except SkycapError as exc:
+        session.run.screen.warn(f"cleanup after the deploy failed (the deploy itself worked): {exc.message}")
+
+
+def prune_removed(session, state) -> None:
+    from skycap.render import STAGE_LABEL
+
+    if not state.rendered or not state.rendered.manifests:
+        return  # never prune from an empty render
+    previous = session.ledger.last_good_before(state.release.number)
+    if previous is None or not previous.manifests:
+        return
+    current = {(m.kind, m.name) for m in state.rendered.manifests}
+    gone = [(obj["kind"], obj["metadata"]["name"]) for obj in load_objects(previous.manifests)
+            if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
+    if not gone:
+        return
+    refs = [f"{kind}/{name}" for kind, name in gone]
+    _, stdout = session.kubectl.run(["get", "--ignore-not-found", "-o", "json", *refs])
+    live = json.loads(stdout or '{"items": []}').get("items", []) if stdout.strip() else []
+    ours = [f"{o['kind']}/{o['metadata']['name']}" for o in live
+            if (o["metadata"].get("labels") or {}).get(STAGE_LABEL) == session.stage.name]
+    if ours:
+        session.run.screen.phase(f"prune objects no longer in the stage: {', '.join(ours)}")
+        session.kubectl.delete(ours)
+
+
+def load_objects(manifests_yaml: str) -> list[dict]:
+    import yaml
+
+    return [doc for doc in yaml.safe_load_all(manifests_yaml) if isinstance(doc, dict)]
+
+
+def auto_rollback(session, state, phases, accept_new_host_keys: bool) -> None:
+    run = session.run
+    target = session.ledger.last_good_before(state.release.number)
+    if target is None:
+        run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
+                        f"release to roll back to; the failed release stays in place")
+        return
+    run.screen.phase(f"roll back to release {target.number} (rev {target.rev})")
+    try:
+        rollback_to(session, target, phases, timeout=session.stage.rollout_timeout,
+                    accept_new_host_keys=accept_new_host_keys, note=f"automatic rollback after release "
+                    f"{state.release.number} failed", failed_release=state.release)
+        state.rolled_back_to = target.number
+    except SkycapError as exc:
+        run.screen.fail(f"the automatic rollback failed too: {exc.message}")
+        state.error += f"; the automatic rollback to release {target.number} failed: {exc.message}"
+
+
+def interrupted_message(state: DeployState) -> str:
+    if not state.applied:
+        return "interrupted before anything was applied; the lock was released"
+    number = state.release.number if state.release else "?"
+    return (f"interrupted; release {number} is recorded as interrupted after applying "
+            f"{len(state.applied)} object(s): {', '.join(state.applied[:8])}"
+            f"{' ...' if len(state.applied) > 8 else ''}; the lock was released. "
+            f"See `skycap status {state.stage}`; `skycap rollback {state.stage}` goes back to the last good release")
+
+
+def deploy_plan(session, state, phases) -> int:
+    """--dry-run: what a deploy would create, change or leave alone, from one `kubectl diff`."""
+    run = session.run
+    with phases.phase("plan (kubectl diff, server-side)"):
+        try:
+            _, text = session.kubectl.diff(state.rendered.to_yaml())
+        except BadInput:
+            raise
+        except SkycapError as exc:
+            raise BadInput(f"the cluster rejected the rendered manifests: {exc.message}") from None
+    plan = classify_diff(state.rendered, text)
+    for action in ("create", "change", "unchanged"):
+        for ref in plan[action]:
+            run.screen.line(f"    {action:<9} {ref}")
+    for name, service in session.stage.vm.items():
+        from skycap import vm
+
+        for line in vm.plan(service, state.revision.node):
+            run.screen.line(f"    vm {name}: {line}")
+    state.status = "planned"
+    state.plan = plan
+    return 0
+
+
+def classify_diff(rendered, diff_text: str) -> dict[str, list[str]]:
+    """kubectl diff names each changed object's file; an all-added file is a new object."""
+    created, changed = set(), set()
+    current, added_only = None, True
+    for line in diff_text.splitlines() + ["diff END"]:
+        if line.startswith("diff "):
+            if current:
+                (created if added_only else changed).add(current)
+            current, added_only = line.split()[-1].rsplit("/", 1)[-1], True
+        elif line.startswith("-") and not line.startswith("---"):
+            added_only = False
+    plan = {"create": [], "change": [], "unchanged": []}
+    for manifest in rendered.manifests:
+        group = manifest.obj["apiVersion"].replace("/", ".") if "/" in manifest.obj["apiVersion"] \
+            else manifest.obj["apiVersion"]
+        namespace = manifest.obj["metadata"].get("namespace", "")
+        key = ".".join(part for part in (group, manifest.kind, namespace, manifest.name) if part)
+        action = "create" if key in created else "change" if key in changed else "unchanged"
+        plan[action].append(manifest.ref())
+    return plan
+
+
+def summarise(run, session, state, phases) -> None:
+    log = run.log
+    if run.output == "json":
+        release = state.release
+        emit_json({
+            "stage": state.stage, "rev": state.rev, "status": state.status,
+            "node": state.revision.node if state.revision else None,
+            "tag": state.revision.tag if state.revision else None,
+            "release": release.number if release else None,
+            "rolled_back_to": state.rolled_back_to, "applied": state.applied,
+            "services": [o.__dict__ for o in state.result.outcomes] if state.result else [],
+            "vm": state.vm_results, "plan": getattr(state, "plan", None),
+            "warnings": session.kubectl.warnings if session._kubectl else [],
+            "phases": dict(phases.timings), "log": str(log.path) if log.used else None, "error": state.error,
+        })
+    if session._kubectl and session._kubectl.warnings:
+        run.screen.warn("the API server said (once each):")
+        for warning in session._kubectl.warnings:
+            run.screen.line(f"    {warning}")
+    if state.status == "deployed":
+        run.screen.ok(f"release {state.release.number}: {state.stage} runs rev {state.rev} "
+                      f"({state.revision.node[:12]}), tag {state.revision.tag}")
+    elif state.status == "failed":
+        back = (f"; rolled back to release {state.rolled_back_to}" if state.rolled_back_to
+                else "; not rolled back")
+        run.screen.fail(f"release {state.release.number} of {state.stage} failed{back}")
+    if log.used:
+        run.screen.line(f"    log: {log.path}")
+
+
+def mark_dead_releases(session) -> None:
+    """Pending releases found while we hold the lock belong to deploys that died (their lease expired)."""
+    for release in session.ledger.releases():
+        if release.status == "pending":
+            session.ledger.finish(release, "interrupted",
+                                  note="its deploy stopped without finishing (the holder died; the lock expired "
+                                       "or was broken)")
+            session.run.screen.warn(f"release {release.number} was left pending by a deploy that died; "
+                                    f"marked interrupted")
+
+
+# ---------- rollback -----------------------------------------------------------------------------------
+
+def rendered_from_manifests(text: str):
+    from skycap.render import SERVICE_LABEL, Manifest, Rendered
+
+    return Rendered([Manifest(obj, "(release)", (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL))
+                     for obj in load_objects(text)])
+
+
+def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_host_keys=False) -> int:
+    session = open_stage(run, stage_name)
+    stage = session.stage
+    phases = Phases(run, stage_name)
+    from skycap.lock import StageLock
+
+    lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback")
+    with phases.phase("take the stage lock"):
+        call_api(session, "lock", lock.acquire)
+    outcome = {"stage": stage_name, "status": "failed", "release": None, "target": None}
+    try:
+        with interruptible():
+            mark_dead_releases(session)
+            ledger = session.ledger
+            current = ledger.current()
+            target = choose_rollback_target(ledger, current, release, stage_name)
+            outcome["target"] = target.number
+            lock.set_purpose(f"rollback to release {target.number}")
+            new = rollback_to(session, target, phases, timeout=timeout or stage.rollout_timeout,
+                              accept_new_host_keys=accept_new_host_keys, note=f"rollback to {target.number}",
+                              replaced=current)
+            outcome.update(status="deployed", release=new.number)
+            run.screen.ok(f"release {new.number}: {stage_name} is back on release {target.number} "
+                          f"(rev {target.rev}, {str(target.node)[:12]})")
+            return 0
+    except KeyboardInterrupt:
+        raise Interrupted("rollback interrupted; the lock was released; see `skycap status "
+                          f"{stage_name}` and run the rollback again") from None
+    finally:
+        lock.release()
+        if run.output == "json":
+            emit_json({**outcome, "log": str(run.log.path) if run.log.used else None})
+        elif run.log.used:
+            run.screen.line(f"    log: {run.log.path}")
+
+
+def choose_rollback_target(ledger, current, number, stage_name: str):
+    if number is not None:
+        target = ledger.get(number)
+        if not target.manifests and target.kind != "deploy":
+            raise BadInput(f"release {number} has no recorded manifests to roll back to")
+        if target.status not in ("deployed", "superseded", "rolled-back"):
+            raise BadInput(f"release {number} never ran successfully (status {target.status})",
+                           f"pick a good one from `skycap history {stage_name}`")
+        return target
+    if current is None:
+        raise BadInput(f"stage {stage_name} has no deployed release, so there is nothing to roll back from",
+                       f"see `skycap history {stage_name}`")
+    target = ledger.last_good_before(current.number)
+    if target is None:
+        raise BadInput(f"there is no good release before release {current.number} to roll back to",
+                       f"see `skycap history {stage_name}`; to go forward instead: skycap deploy {stage_name} rev=REV")
+    return ledger.get(target.number)
+
+
+def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note, replaced=None,
+                failed_release=None):
+    """Re-apply a recorded release's manifests and watch them: no Mercurial, registry or templates needed."""
+    ledger = session.ledger
+    if target.manifests is None:
+        target = ledger.get(target.number)
+    new = ledger.begin("rollback", rev=target.rev, node=target.node, tags=dict(target.tags),
+                       manifests=target.manifests or "", services=list(target.services), note=note,
+                       target=target.number)
+    state = DeployState(stage=session.stage.name, rev=target.rev or "", release=new)
+    state.rendered = rendered_from_manifests(target.manifests or "")
+    try:
+        if state.rendered.manifests:
+            apply_and_watch(session, state, phases, timeout=timeout, since=datetime.now(timezone.utc))
+        rollback_vms(session, target, state, phases, accept_new_host_keys)
+    except KeyboardInterrupt:
+        record(ledger, state, "interrupted", "rollback interrupted by the user")
+        raise
+    except SkycapError as exc:
+        record(ledger, state, "failed", exc.message)
+        raise
+    record(ledger, state, "deployed", note)
+    if replaced is not None and replaced.number != target.number:
+        replaced.status = "rolled-back"
+        ledger.update(replaced)
+    return new
+
+
+def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:
+    if not session.stage.vm:
+        return
+    from skycap import vm
+
+    for name, service in session.stage.vm.items():
+        wanted = (target.vm or {}).get(name) or None
+        with phases.phase(f"switch {name} back on {len(service.hosts)} host(s)"):
+            result = vm.rollback(service, wanted, accept_new_host_keys=accept_new_host_keys,
+                                 on_event=lambda host, message: session.run.screen.line(f"    {host}: {message}"))
+            state.vm_results[name] = vm_result_dict(result)
+            if not getattr(result, "ok", True):
+                raise DeployFailed(f"VM service {name} did not switch back: {getattr(result, 'summary', result)}")
+
+
+# ---------- status and history -----------------------------------------------------------------------
+
+def status(run, stage_name: str) -> int:
+    from skycap.status import collect_status, print_status
+
+    session = open_stage(run, stage_name)
+    report = collect_status(session)
+    if run.output == "json":
+        emit_json(report)
+    else:
+        print_status(run.screen, report)
+    return 0
+
+
+def history(run, stage_name: str) -> int:
+    session = open_stage(run, stage_name)
+    releases = call_api(session, "ledger", session.ledger.releases)
+    if run.output == "json":
+        emit_json({"stage": stage_name, "releases": [release_dict(r) for r in releases],
+                   "problems": session.ledger.problems})
+        return 0
+    rows = [("#", "STATUS", "KIND", "REV", "NODE", "WHO", "STARTED", "NOTE")]
+    for r in releases:
+        rows.append((str(r.number), r.status, r.kind, (r.rev or "")[:20], (r.node or "")[:12], r.who[:30],
+                     r.started, r.note[:60]))
+    print_table(rows)
+    for problem in session.ledger.problems:
+        run.screen.warn(problem)
+    if not releases:
+        run.screen.line(f"stage {stage_name} has no releases yet")
+    return 0
+
+
+def release_dict(release) -> dict:
+    data = dict(release.__dict__)
+    data.pop("manifests", None)
+    return data
+
+
+def print_table(rows) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+# ---------- render and diff ------------------------------------------------------------------------------
+
+def render_command(run, stage_name: str, rev: str) -> int:
+    session = open_stage(run, stage_name)
+    revision = resolve_revision(session.stage, rev)
+    number = 0
+    try:
+        number = next_release_number(session)
+    except SkycapError as exc:
+        run.screen.warn(f"release number unknown ({exc.message}); rendering with release 0")
+    print(render(session.stage, revision, number).to_yaml(), end="")
+    return 0
+
+
+def diff(run, stage_name: str, rev: str) -> int:
+    session = open_stage(run, stage_name)
+    revision = resolve_revision(session.stage, rev)
+    rendered = render(session.stage, revision, next_release_number(session))
+    code, text = session.kubectl.diff(rendered.to_yaml())
+    print(text, end="")
+    if code == 0:
+        run.screen.ok(f"no change: {stage_name} already runs what rev={rev} renders")
+    return code
+
+
+# ---------- scale and unlock ----------------------------------------------------------------------------------
+
+def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
+    import yaml
+
+    session = open_stage(run, stage_name)
+    stage = session.stage
+    unknown = sorted(set(counts) - set(stage.services))
+    if unknown:
+        raise BadInput(f"no Kubernetes service {unknown[0]!r} in stage {stage_name}",
+                       f"services: {', '.join(sorted(stage.services))}")
+    phases = Phases(run, stage_name)
+    from skycap.lock import StageLock
+
+    lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"scale {counts}")
+    with phases.phase("take the stage lock"):
+        call_api(session, "lock", lock.acquire)
+    try:
+        with interruptible():
+            ledger = session.ledger
+            current = ledger.current()
+            if current is None:
+                raise BadInput(f"stage {stage_name} has no deployed release to scale", "deploy it first")
+            current = ledger.get(current.number)
+            objects = load_objects(current.manifests or "")
+            scaled = scale_objects(objects, counts)
+            note = "scale " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            release = ledger.begin("scale", rev=current.rev, node=current.node, tags=dict(current.tags),
+                                   manifests=yaml.safe_dump_all(objects, sort_keys=False),
+                                   services=list(current.services), note=note, target=current.number)
+            state = DeployState(stage=stage_name, rev=current.rev or "", release=release)
+            state.rendered = rendered_from_manifests(yaml.safe_dump_all(scaled, sort_keys=False))
+            try:
+                with phases.phase(note):
+                    state.applied = apply_objects(session, yaml.safe_dump_all(scaled, sort_keys=False))
+                watch(session, state, phases, timeout=timeout or stage.rollout_timeout,
+                      since=datetime.now(timezone.utc))
+            except KeyboardInterrupt:
+                record(ledger, state, "interrupted", "scale interrupted by the user")
+                raise
+            except SkycapError as exc:
+                record(ledger, state, "failed", exc.message)
+                raise
+            record(ledger, state, "deployed", note)
+            run.screen.ok(f"release {release.number}: {note}")
+            return 0
+    except KeyboardInterrupt:
+        raise Interrupted("scale interrupted; the lock was released") from None
+    finally:
+        lock.release()
+
+
+def scale_objects(objects: list[dict], counts: dict[str, int]) -> list[dict]:
+    """Set spec.replicas on each named service's Deployments/StatefulSets (in place); return those."""
+    from skycap.render import SERVICE_LABEL
+
+    scaled, seen = [], set()
+    for obj in objects:
+        service = (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+        if service in counts and obj["kind"] in ("Deployment", "StatefulSet", "ReplicaSet"):
+            obj["spec"]["replicas"] = counts[service]
+            scaled.append(obj)
+            seen.add(service)
+    missing = sorted(set(counts) - seen)
+    if missing:
+        raise BadInput(f"service {missing[0]} has no Deployment or StatefulSet in the current release to scale")
+    return scaled
+
+
+def unlock(run, stage_name: str) -> int:
+    from skycap.lock import break_lock
+
+    session = open_stage(run, stage_name)
+    stage = session.stage
+    info = call_api(session, "lock", break_lock, session.api, stage.namespace, stage.name)
+    if info is None:
+        run.screen.ok(f"stage {stage_name} was not locked; nothing to do")
+        return 0
+    ledger = session.ledger
+    note = f"lock broken; it was held by {info.holder} since {info.since}, doing: {info.purpose}"
+    entry = ledger.begin("unlock", note=note)
+    ledger.finish(entry, "unlocked", note=note)
+    mark_dead_releases(session)
+    run.screen.ok(f"stage {stage_name} unlocked ({note}); recorded as release {entry.number}")
+    return 0

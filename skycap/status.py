@@ -1,0 +1,143 @@
+"""`skycap status`: what runs now, per service, against what the current release applied.
+
+A constant number of API calls whatever the number of services: one list per kind, by label."""
+
+from __future__ import annotations
+
+from skycap.errors import SkycapError
+from skycap.render import CONFIG_HASH_ANNOTATION, SERVICE_LABEL, STAGE_LABEL
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def collect_status(session) -> dict:
+    from kubernetes import client
+
+    from skycap.lock import read_lock
+    from skycap.pipelines import call_api, load_objects
+
+    stage, api = session.stage, session.api
+    ledger = session.ledger
+    releases = call_api(session, "ledger", ledger.releases)
+    current = next((r for r in releases if r.status == "deployed"), None)
+    if current is not None:
+        current = ledger.get(current.number)
+    selector = f"{STAGE_LABEL}={stage.name}"
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    live = {}
+    for kind, lister in (("Deployment", apps.list_namespaced_deployment),
+                         ("StatefulSet", apps.list_namespaced_stateful_set),
+                         ("DaemonSet", apps.list_namespaced_daemon_set),
+                         ("ConfigMap", core.list_namespaced_config_map)):
+        for item in call_api(session, kind, lister, stage.namespace, label_selector=selector).items:
+            live[(kind, item.metadata.name)] = item
+    recorded = load_objects(current.manifests) if current and current.manifests else []
+    services = {name: service_row(name, current) for name in stage.services}
+    for obj in recorded:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        service = (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+        if service not in services or kind not in (*WORKLOAD_KINDS, "ConfigMap"):
+            continue
+        row = services[service]
+        item = live.get((kind, name))
+        if item is None:
+            row["drift"].append(f"{kind}/{name} was deleted")
+            continue
+        if kind == "ConfigMap":
+            if (item.data or {}) != (obj.get("data") or {}):
+                row["drift"].append(f"ConfigMap/{name} was edited")
+            continue
+        fill_workload(row, kind, name, obj, item)
+    for (kind, name), item in live.items():
+        service = (item.metadata.labels or {}).get(SERVICE_LABEL)
+        if kind in WORKLOAD_KINDS and service in services and not services[service]["objects"]:
+            fill_workload(services[service], kind, name, None, item)
+    report = {"stage": stage.name, "namespace": stage.namespace,
+              "release": release_summary(current), "services": list(services.values()),
+              "lock": None, "problems": list(ledger.problems), "vm": {}}
+    info = call_api(session, "lock", read_lock, api, stage.namespace, stage.name)
+    if info is not None:
+        report["lock"] = dict(info.__dict__)
+    report["vm"] = vm_status(session)
+    return report
+
+
+def service_row(name: str, current) -> dict:
+    return {"service": name, "release": current.number if current else None,
+            "rev": current.rev if current else None, "tag": (current.tags or {}).get(name) if current else None,
+            "ready": 0, "desired": 0, "objects": [], "drift": []}
+
+
+def fill_workload(row: dict, kind: str, name: str, recorded: dict | None, item) -> None:
+    spec, status = item.spec, item.status
+    if kind == "DaemonSet":
+        desired, ready = status.desired_number_scheduled or 0, status.number_ready or 0
+    else:
+        desired, ready = spec.replicas or 0, status.ready_replicas or 0
+    row["desired"] += desired
+    row["ready"] += ready
+    row["objects"].append(f"{kind}/{name}")
+    images = [c.image for c in item.spec.template.spec.containers]
+    if images and not row.get("image"):
+        row["image"] = images[0]
+        row["tag"] = images[0].rpartition(":")[2] if ":" in images[0].rsplit("/", 1)[-1] else row["tag"]
+    if recorded is None:
+        return
+    want_spec = recorded.get("spec") or {}
+    if kind != "DaemonSet" and want_spec.get("replicas", 1) != (spec.replicas or 0):
+        row["drift"].append(f"{kind}/{name} has {spec.replicas} replicas; the release says "
+                            f"{want_spec.get('replicas', 1)} (kubectl scale?)")
+    want_images = [c.get("image") for c in ((want_spec.get("template") or {}).get("spec") or {}).get("containers", [])]
+    if want_images and want_images != images:
+        row["drift"].append(f"{kind}/{name} runs {', '.join(images)}; the release says {', '.join(want_images)}")
+    want_hash = (((want_spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}).get(
+        CONFIG_HASH_ANNOTATION)
+    live_hash = (item.spec.template.metadata.annotations or {}).get(CONFIG_HASH_ANNOTATION)
+    if want_hash and live_hash != want_hash:
+        row["drift"].append(f"{kind}/{name} pod template was edited (config hash differs)")
+
+
+def release_summary(release) -> dict | None:
+    if release is None:
+        return None
+    return {"number": release.number, "kind": release.kind, "rev": release.rev, "node": release.node,
+            "who": release.who, "finished": release.finished, "note": release.note}
+
+
+def vm_status(session) -> dict:
+    if not session.stage.vm:
+        return {}
+    from skycap import vm
+
+    report = {}
+    for name, service in session.stage.vm.items():
+        try:
+            result = vm.status(service)
+            report[name] = result.as_dict() if hasattr(result, "as_dict") else result
+        except SkycapError as exc:
+            report[name] = {"error": exc.message}
+    return report
+
+
+def print_status(screen, report: dict) -> None:
+    release = report["release"]
+    if release:
+        print(f"stage {report['stage']} (namespace {report['namespace']}): release {release['number']} "
+              f"({release['kind']}), rev {release['rev']} ({(release['node'] or '')[:12]}) by {release['who']} "
+              f"at {release['finished']}")
+    else:
+        print(f"stage {report['stage']} (namespace {report['namespace']}): no deployed release")
+    rows = [("SERVICE", "READY", "TAG", "RELEASE", "DRIFT")]
+    for row in report["services"]:
+        rows.append((row["service"], f"{row['ready']}/{row['desired']}", str(row.get("tag") or "-"),
+                     str(row["release"] or "-"), "; ".join(row["drift"]) or "none"))
+    from skycap.pipelines import print_table
+
+    print_table(rows)
+    for name, hosts in report["vm"].items():
+        print(f"vm {name}: {hosts}")
+    if report["lock"]:
+        lock = report["lock"]
+        print(f"LOCKED by {lock['holder']} since {lock['since']}, doing: {lock['purpose']}")
+    for problem in report["problems"]:
+        screen.warn(problem)
