@@ -153,7 +153,8 @@ class Kubectl:
         shown = "\n".join(filter_output(stderr).shown) or stderr.strip()
         lowered = shown.lower()
         where = f"context {self.context}" if self.context else "the kubeconfig's current context"
-        if re.search(r'context "[^"]*" does not exist', shown) or "no context exists with the name" in lowered:
+        if (re.search(r'context "[^"]*" does not exist', shown) or "no context exists with the name" in lowered
+                or "context was not found for specified context" in lowered):
             return BadInput(f"kubeconfig context {self.context!r} does not exist",
                             "check kubernetes.context in the stage file and `kubectl config get-contexts`")
         if is_transient(shown) or "unable to connect to the server" in lowered or "was refused" in lowered:
