@@ -602,13 +602,10 @@ def summarise(run, session, state, phases) -> None:
 
 def mark_dead_releases(session) -> None:
     """Pending releases found while we hold the lock belong to deploys that died (their lease expired)."""
-    for release in session.ledger.releases():
-        if release.status == "pending":
-            session.ledger.finish(release, "interrupted",
-                                  note="its deploy stopped without finishing (the holder died; the lock expired "
-                                       "or was broken)")
-            session.run.screen.warn(f"release {release.number} was left pending by a deploy that died; "
-                                    f"marked interrupted")
+    marked = session.ledger.interrupt_pending("its deploy stopped without finishing (the holder died; the lock "
+                                              "expired or was broken)")
+    for number in marked:
+        session.run.screen.warn(f"release {number} was left pending by a deploy that died; marked interrupted")
 
 
 # ---------- rollback -----------------------------------------------------------------------------------
@@ -858,18 +855,19 @@ def scale_objects(objects: list[dict], counts: dict[str, int]) -> list[dict]:
 
 
 def unlock(run, stage_name: str) -> int:
-    from skycap.lock import break_lock
+    from skycap.lock import unlock as break_and_record
 
     session = open_stage(run, stage_name)
     stage = session.stage
-    info = call_api(session, "lock", break_lock, session.api, stage.namespace, stage.name)
-    if info is None:
+    done = call_api(session, "lock", break_and_record, session.api, stage.namespace, stage.name)
+    if done.broken is None and not done.interrupted:
         run.screen.ok(f"stage {stage_name} was not locked; nothing to do")
         return 0
-    ledger = session.ledger
-    note = f"lock broken; it was held by {info.holder} since {info.since}, doing: {info.purpose}"
-    entry = ledger.begin("unlock", note=note)
-    ledger.finish(entry, "unlocked", note=note)
-    mark_dead_releases(session)
-    run.screen.ok(f"stage {stage_name} unlocked ({note}); recorded as release {entry.number}")
+    if done.broken is not None:
+        run.screen.ok(f"stage {stage_name} unlocked: it was held by {done.broken.holder} since "
+                      f"{done.broken.since}, doing: {done.broken.purpose}")
+    for number in done.interrupted:
+        run.screen.warn(f"release {number} was left pending by that deploy; marked interrupted")
+    if done.release is not None:
+        run.screen.line(f"    recorded as release {done.release.number}")
     return 0
