@@ -548,23 +548,28 @@ def deploy_plan(session, state, phases) -> int:
     return 0
 
 
+# Lines every deploy changes by itself: they do not make an object "changed" in the plan.
+BOOKKEEPING = ("skycap.io/release:", "skycap.io/node:", "kubectl.kubernetes.io/last-applied-configuration",
+               '{"apiVersion"', "generation:", "resourceVersion:", "time:", "f:skycap.io/")
+
+
 def classify_diff(rendered, diff_text: str) -> dict[str, list[str]]:
-    """kubectl diff names each changed object's file; an all-added file is a new object."""
+    """kubectl diff names each differing object's file; all-new files are objects to create."""
     created, changed = set(), set()
-    current, added_only = None, True
-    for line in diff_text.splitlines() + ["diff END"]:
+    current = None
+    for line in diff_text.splitlines():
         if line.startswith("diff "):
-            if current:
-                (created if added_only else changed).add(current)
-            current, added_only = line.split()[-1].rsplit("/", 1)[-1], True
-        elif line.startswith("-") and not line.startswith("---"):
-            added_only = False
+            current = line.split()[-1].rsplit("/", 1)[-1]
+        elif current and line.startswith("@@ -0,0 "):
+            created.add(current)
+        elif current and line[:1] in "+-" and not line.startswith(("+++", "---")):
+            if not line[1:].strip().startswith(BOOKKEEPING):
+                changed.add(current)
     plan = {"create": [], "change": [], "unchanged": []}
     for manifest in rendered.manifests:
-        group = manifest.obj["apiVersion"].replace("/", ".") if "/" in manifest.obj["apiVersion"] \
-            else manifest.obj["apiVersion"]
+        api_version = manifest.obj["apiVersion"].replace("/", ".")
         namespace = manifest.obj["metadata"].get("namespace", "")
-        key = ".".join(part for part in (group, manifest.kind, namespace, manifest.name) if part)
+        key = ".".join(part for part in (api_version, manifest.kind, namespace, manifest.name) if part)
         action = "create" if key in created else "change" if key in changed else "unchanged"
         plan[action].append(manifest.ref())
     return plan

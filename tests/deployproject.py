@@ -1,0 +1,96 @@
+"""A deploy project in a temporary folder, aimed at the test cluster, a test namespace and a real hg repo."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("web", "worker", "notifier")
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def skycap(*args: str) -> Ran:
+    """Run the real CLI entry point in-process; exit code and both streams."""
+    from skycap.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+@dataclass
+class DeployProject:
+    root: Path
+    repo: object          # tests.fixtures.hg.HgRepo
+    cluster: object       # the local cluster state
+    namespace: str
+    publish_image: object
+
+    @property
+    def stage_file(self) -> Path:
+        return self.root / "stages" / "test.yaml"
+
+    def stage(self) -> dict:
+        return yaml.safe_load(self.stage_file.read_text())
+
+    def write_stage(self, data: dict) -> None:
+        self.stage_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def edit_stage(self, change) -> None:
+        data = self.stage()
+        change(data)
+        self.write_stage(data)
+
+    def commit(self, message: str = "change", publish: bool = True, labels: dict | None = None,
+               only: tuple[str, ...] = SERVICES) -> str:
+        node = self.repo.commit(f"{message} ({self.namespace})")  # unique per test: tags never collide
+        if publish:
+            self.publish(node, labels, only)
+        return node
+
+    def publish(self, node: str, labels: dict | None = None, only: tuple[str, ...] = SERVICES) -> None:
+        for service in only:
+            self.publish_image(f"skytap/{service}", node[:12], labels)
+
+    def run(self, *args: str) -> Ran:
+        return skycap("--project", str(self.root), *args)
+
+
+def make_project(tmp_path: Path, repo, cluster, namespace: str, publish_image) -> DeployProject:
+    root = tmp_path / "project"
+    (root / "stages").mkdir(parents=True)
+    shutil.copytree(ROOT / "templates", root / "templates")
+    stage = {
+        "hg": str(repo.path),
+        "registry": cluster.registry,
+        "kubernetes": {"namespace": namespace, "context": "skycap-local"},
+        "rollout_timeout": 60,
+        "services": {
+            "web": {"image": "skytap/web", "template": "web.yaml.j2", "replicas": 2,
+                    "config": {"LOG_LEVEL": "info"}},
+            "worker": {"image": "skytap/worker", "template": "worker.yaml.j2", "replicas": 1, "config": {}},
+            "notifier": {"image": "skytap/notifier", "template": "notifier.yaml.j2", "replicas": 1,
+                         "config": {"CHANNEL": "#deploys"}},
+        },
+        "vars": {"progress_deadline": 30},
+    }
+    project = DeployProject(root, repo, cluster, namespace, publish_image)
+    project.write_stage(stage)
+    return project

