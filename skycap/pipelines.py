@@ -106,6 +106,16 @@ def interruptible():
             signal.signal(signal.SIGTERM, previous)
 
 
+def lock_ttl() -> float:
+    """How long a dead deploy's lock outlives it (SKYCAP_LOCK_TTL seconds, default 30)."""
+    import os
+
+    try:
+        return max(2.0, float(os.environ.get("SKYCAP_LOCK_TTL", "30")))
+    except ValueError:
+        raise BadInput("SKYCAP_LOCK_TTL must be a number of seconds") from None
+
+
 def emit_json(document: dict) -> None:
     print(json.dumps(document, indent=2, sort_keys=True, default=str))
 
@@ -161,7 +171,7 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
             ensure_namespace(session)
             from skycap.lock import StageLock
 
-            lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={rev}")
+            lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={rev}", ttl=lock_ttl())
             with phases.phase("take the stage lock"):
                 call_api(session, "lock", lock.acquire)
             try:
@@ -417,7 +427,7 @@ class ProgressPrinter:
         else:
             for line in lines:
                 if line not in self.last:
-                    self.screen.line("    " + line)
+                    self.screen.raw("    " + line)  # render_progress stamps plain lines itself
         self.last = lines
 
     def done(self) -> None:
@@ -628,7 +638,7 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
     phases = Phases(run, stage_name)
     from skycap.lock import StageLock
 
-    lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback")
+    lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback", ttl=lock_ttl())
     with phases.phase("take the stage lock"):
         call_api(session, "lock", lock.acquire)
     outcome = {"stage": stage_name, "status": "failed", "release": None, "target": None}
@@ -804,7 +814,7 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
     phases = Phases(run, stage_name)
     from skycap.lock import StageLock
 
-    lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"scale {counts}")
+    lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"scale {counts}", ttl=lock_ttl())
     with phases.phase("take the stage lock"):
         call_api(session, "lock", lock.acquire)
     try:

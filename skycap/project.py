@@ -239,8 +239,6 @@ def _parse_service(path: Path, project: Project, name: str, block: Any) -> Servi
     template = _require(path, where + ".", block, "template")
     if ".." in Path(template).parts or Path(template).is_absolute():
         raise BadInput(f"{path}: {where}.template must name a file under templates/, not {template!r}")
-    if not (project.templates_dir / template).is_file():
-        raise BadInput(f"{path}: {where}.template: no file {project.templates_dir / template}")
     replicas = _optional(path, where + ".", block, "replicas", int, 1)
     if replicas < 0:
         raise BadInput(f"{path}: {where}.replicas must be 0 or more")

@@ -126,6 +126,9 @@ def _render_template(env, name: str, context: dict[str, Any]) -> str:
 
     try:
         return env.get_template(name).render(context)
+    except jinja2.TemplateNotFound:
+        raise BadInput(f"templates/{name} does not exist",
+                       "the stage file's services.<name>.template names a file under templates/") from None
     except jinja2.TemplateSyntaxError as exc:
         raise BadInput(f"templates/{name}:{exc.lineno}: template syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:

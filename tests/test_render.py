@@ -123,3 +123,10 @@ def test_templates_see_the_contract_context(project):
     data = next(m.obj for m in render_stage(stage, REVISION).manifests if m.name == "ctx")["data"]
     assert data == {"stage": "s", "namespace": "ns", "service": "svc", "image": "r.example.com/team/svc:aaaaaaaaaaaa",
                     "tag": "aaaaaaaaaaaa", "node": "a" * 40, "rev": "tip", "release": "7", "var": "blue"}
+
+
+def test_a_missing_template_is_named(project):
+    stage = stage_with(project, "kind: x\n")
+    stage.services["svc"].template = "nope.yaml.j2"
+    with pytest.raises(BadInput, match=r"templates/nope.yaml.j2 does not exist"):
+        render_stage(stage, REVISION)
