@@ -166,6 +166,9 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                 run.screen.warn("image check skipped (--skip-image-check)")
             with phases.phase("render templates"):
                 state.rendered = render(stage, state.revision, next_release_number(session))
+            if stage.vm and not dry_run:
+                with phases.phase("reach the VM hosts"):
+                    preflight_vms(stage, accept_new_host_keys)
             if dry_run:
                 return deploy_plan(session, state, phases)
             ensure_namespace(session)
@@ -181,6 +184,8 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                 lock.release()
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(state)) from None
+    except Interrupted as exc:
+        raise Interrupted(interrupted_message(state), exc.hint) from None
     finally:
         summarise(run, session, state, phases)
 
@@ -206,8 +211,6 @@ def render(stage, revision, release_number: int):
 
 
 def next_release_number(session: StageSession) -> int:
-    if not session.stage.services:
-        return 0
     try:
         releases = call_api(session, "ledger", session.ledger.releases)
     except BadInput as exc:
@@ -275,7 +278,7 @@ def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, acc
             apply_and_watch(session, state, phases, timeout=timeout, since=started)
         if stage.vm and stage.vm_order == "after":
             deploy_vms(session, state, phases, accept_new_host_keys)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         record(ledger, state, "interrupted", "interrupted by the user (Ctrl-C or SIGTERM)")
         raise
     except (DeployFailed, RolloutTimeout) as exc:
@@ -317,7 +320,8 @@ def record(ledger, state, status: str, note: str) -> None:
     state.status = status
     release = state.release
     release.applied = list(state.applied)
-    release.vm = {name: result.get("releases", {}) for name, result in state.vm_results.items()}
+    release.vm = {name: result.get("release") for name, result in state.vm_results.items()
+                  if result.get("action") == "deploy" and result.get("hosts")}
     ledger.finish(release, status, note=note[:2000])
 
 
@@ -434,37 +438,55 @@ class ProgressPrinter:
         self.drawn = 0
 
 
-def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
+def preflight_vms(stage, accept_new_host_keys: bool) -> None:
+    """Reach every host before the first change: an unknown key or a dead host stops us here."""
     from skycap import vm
 
-    stage = session.stage
-    archive = None
-    for name, service in stage.vm.items():
-        if archive is None:
-            with phases.phase("build the release archive (hg archive)"):
-                archive = vm_archive(session, state)
-        with phases.phase(f"deploy {name} to {len(service.hosts)} host(s)"):
-            result = vm.deploy(service, archive, state.revision.node, accept_new_host_keys=accept_new_host_keys,
-                               on_event=lambda host, message: session.run.screen.line(f"    {host}: {message}"))
-            state.vm_results[name] = vm_result_dict(result)
-            if not getattr(result, "ok", True):
-                raise DeployFailed(f"VM service {name} failed: {getattr(result, 'summary', result)}")
+    for service in stage.vm.values():
+        try:
+            vm.preflight(service, accept_new_host_keys=accept_new_host_keys, project_root=stage.project.root)
+        except DeployFailed as exc:  # nothing has changed yet: this is bad input, not a failed deploy
+            raise BadInput(exc.message, exc.hint) from None
 
 
-def vm_archive(session, state):
+def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
+    """Build the archive once, ship it to every host of every VM service; all switch or none does."""
     import tempfile
     from pathlib import Path
 
+    from skycap import vm
     from skycap.revision import archive
 
-    folder = Path(tempfile.mkdtemp(prefix="skycap-archive-"))
-    return archive(session.stage.hg_source, state.revision.node, folder / f"{state.revision.node[:12]}.tar.gz")
+    stage, node = session.stage, state.revision.node
+    release_name = vm.new_release_name(node)
+    with tempfile.TemporaryDirectory(prefix="skycap-archive-") as folder:
+        with phases.phase("build the release archive once (hg archive)"):
+            tarball = archive(stage.hg_source, node, Path(folder) / f"{node[:12]}.tar.gz")
+        for name, service in stage.vm.items():
+            with phases.phase(f"deploy {name} to {len(service.hosts)} host(s), {service.parallel} at a time"):
+                try:
+                    result = vm.deploy(service, tarball, node, release_name=release_name,
+                                       accept_new_host_keys=accept_new_host_keys, on_event=host_printer(session),
+                                       project_root=stage.project.root)
+                except (vm.VmDeployFailed, vm.VmInterrupted) as exc:
+                    state.vm_results[name] = vm_result_dict(exc.result)
+                    raise
+                state.vm_results[name] = vm_result_dict(result)
+
+
+def host_printer(session):
+    lock = threading.Lock()
+
+    def on_event(host: str, message: str) -> None:
+        with lock:
+            session.run.screen.line(f"    {host}: {message}")
+    return on_event
 
 
 def vm_result_dict(result) -> dict:
-    if hasattr(result, "as_dict"):
-        return result.as_dict()
-    return {"result": str(result)}
+    from dataclasses import asdict
+
+    return asdict(result)
 
 
 def after_success(session, state, phases) -> None:
@@ -551,8 +573,7 @@ def deploy_plan(session, state, phases) -> int:
     for name, service in session.stage.vm.items():
         from skycap import vm
 
-        for line in vm.plan(service, state.revision.node):
-            run.screen.line(f"    vm {name}: {line}")
+        run.screen.raw(vm.describe_plan(service, vm.plan(service, state.revision.node)))
     state.status = "planned"
     state.plan = plan
     return 0
@@ -716,18 +737,22 @@ def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note,
 
 
 def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:
+    """Switch every host back to the release's VM release (or each host's previous one)."""
     if not session.stage.vm:
         return
     from skycap import vm
 
-    for name, service in session.stage.vm.items():
+    stage = session.stage
+    for name, service in stage.vm.items():
         wanted = (target.vm or {}).get(name) or None
         with phases.phase(f"switch {name} back on {len(service.hosts)} host(s)"):
-            result = vm.rollback(service, wanted, accept_new_host_keys=accept_new_host_keys,
-                                 on_event=lambda host, message: session.run.screen.line(f"    {host}: {message}"))
+            try:
+                result = vm.rollback(service, wanted, accept_new_host_keys=accept_new_host_keys,
+                                     on_event=host_printer(session), project_root=stage.project.root)
+            except (vm.VmDeployFailed, vm.VmInterrupted) as exc:
+                state.vm_results[name] = vm_result_dict(exc.result)
+                raise
             state.vm_results[name] = vm_result_dict(result)
-            if not getattr(result, "ok", True):
-                raise DeployFailed(f"VM service {name} did not switch back: {getattr(result, 'summary', result)}")
 
 
 # ---------- status and history -----------------------------------------------------------------------

@@ -112,8 +112,8 @@ def vm_status(session) -> dict:
     report = {}
     for name, service in session.stage.vm.items():
         try:
-            result = vm.status(service)
-            report[name] = result.as_dict() if hasattr(result, "as_dict") else result
+            result = vm.status(service, project_root=session.stage.project.root)
+            report[name] = {"in_step": result.in_step, "hosts": [dict(h.__dict__) for h in result.hosts]}
         except SkycapError as exc:
             report[name] = {"error": exc.message}
     return report
@@ -134,8 +134,16 @@ def print_status(screen, report: dict) -> None:
     from skycap.pipelines import print_table
 
     print_table(rows)
-    for name, hosts in report["vm"].items():
-        print(f"vm {name}: {hosts}")
+    for name, info in report["vm"].items():
+        if "error" in info:
+            print(f"vm {name}: {info['error']}")
+            continue
+        print(f"vm {name}:" + ("" if info["in_step"] else "  HOSTS OUT OF STEP OR UNREACHABLE"))
+        for host in info["hosts"]:
+            where = f"{host['release'] or 'nothing deployed'} {(host['node'] or '')[:12]}" if host["reachable"] \
+                else f"UNREACHABLE: {host['error']}"
+            flag = "  <- out of step" if host["out_of_step"] else ""
+            print(f"    {host['host']:<30} {where}{flag}")
     if report["lock"]:
         lock = report["lock"]
         print(f"LOCKED by {lock['holder']} since {lock['since']}, doing: {lock['purpose']}")
