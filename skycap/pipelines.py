@@ -671,10 +671,17 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
             target = choose_rollback_target(ledger, current, release, stage_name)
             outcome["target"] = target.number
             lock.set_purpose(f"rollback to release {target.number}")
+            from skycap.hooks import Hooks
+
+            hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
+            hooks.run("before_rollback", stage=stage.name, rev=target.rev, node=target.node,
+                      release=target.number, namespace=stage.namespace)
             new = rollback_to(session, target, phases, timeout=timeout or stage.rollout_timeout,
                               accept_new_host_keys=accept_new_host_keys, note=f"rollback to {target.number}",
                               replaced=current)
             outcome.update(status="deployed", release=new.number)
+            hooks.run("after_rollback", stage=stage.name, rev=target.rev, node=target.node,
+                      release=new.number, namespace=stage.namespace)
             run.screen.ok(f"release {new.number}: {stage_name} is back on release {target.number} "
                           f"(rev {target.rev}, {str(target.node)[:12]})")
             return 0
