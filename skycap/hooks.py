@@ -59,9 +59,14 @@ class Hooks:
         kwargs = {key: value for key, value in values.items() if key in accepted}
         if self.screen:
             self.screen.phase(f"hook {name} (tasks.py)")
+        import contextlib
+        import sys
+
         context = Context(config=Config(overrides={"run": {"hide": False, "echo": False}}))
         try:
-            task(context, **kwargs)
+            # stdout is for --output json alone: what hooks print goes with the human output
+            with contextlib.redirect_stdout(sys.stderr):
+                task(context, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any failure of the user's hook stops the pipeline
             if self.log:
                 self.log.write("hook", f"{name} failed: {type(exc).__name__}: {exc}")

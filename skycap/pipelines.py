@@ -155,6 +155,8 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
     hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
     try:
         with interruptible():
+            # The cluster client is slow to import: read the ledger while hg resolves the revision.
+            release_number = prefetch(next_release_number, session)
             with phases.phase(f"resolve rev={rev} in {stage.hg}"):
                 state.revision = resolve_revision(stage, rev)
                 run.screen.line(f"    {state.revision.node[:12]} ({state.revision.branch}) "
@@ -165,7 +167,7 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
             elif stage.services:
                 run.screen.warn("image check skipped (--skip-image-check)")
             with phases.phase("render templates"):
-                state.rendered = render(stage, state.revision, next_release_number(session))
+                state.rendered = render(stage, state.revision, release_number.result())
             if stage.vm and not dry_run:
                 with phases.phase("reach the VM hosts"):
                     preflight_vms(stage, accept_new_host_keys)
@@ -188,6 +190,16 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
         raise Interrupted(interrupted_message(state), exc.hint) from None
     finally:
         summarise(run, session, state, phases)
+
+
+def prefetch(func, *args):
+    """Start func(*args) on a thread now; .result() later re-raises what it raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(func, *args)
+    pool.shutdown(wait=False)
+    return future
 
 
 def resolve_revision(stage, rev: str):
@@ -243,12 +255,11 @@ def ensure_namespace(session: StageSession) -> None:
 
 def split_phases(rendered) -> tuple[str, str]:
     """ConfigMaps, Secrets, ServiceAccounts and RBAC first; everything else second."""
-    import yaml
+    from skycap.yamlio import dump_all
 
     early = [m.obj for m in rendered.manifests if m.kind in EARLY_KINDS]
     rest = [m.obj for m in rendered.manifests if m.kind not in EARLY_KINDS]
-    dump = lambda objs: yaml.safe_dump_all(objs, sort_keys=False) if objs else ""  # noqa: E731
-    return dump(early), dump(rest)
+    return (dump_all(early) if early else ""), (dump_all(rest) if rest else "")
 
 
 def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, accept_new_host_keys) -> int:
@@ -409,30 +420,29 @@ def watch(session, state, phases, *, timeout: float, since) -> None:
 
 
 class ProgressPrinter:
-    """A live line per service on a terminal; plain lines, only when something changed, elsewhere."""
+    """A live line per service on a terminal; elsewhere a timestamped line when a service's state changes."""
 
     def __init__(self, screen):
         self.screen = screen
-        self.last: list[str] = []
+        self.previous = None
         self.drawn = 0
 
     def update(self, outcomes) -> None:
         from skycap.rollout import render_progress
 
-        lines = render_progress(outcomes, self.screen.is_terminal)
-        if lines == self.last:
+        if self.screen.quiet:
             return
-        if self.screen.is_terminal and not self.screen.quiet:
+        if self.screen.is_terminal:
+            lines = render_progress(outcomes, True)
             if self.drawn:
                 self.screen.stream.write(f"\033[{self.drawn}F\033[J")
             self.screen.stream.write("\n".join(lines) + "\n")
             self.screen.stream.flush()
             self.drawn = len(lines)
         else:
-            for line in lines:
-                if line not in self.last:
-                    self.screen.raw("    " + line)  # render_progress stamps plain lines itself
-        self.last = lines
+            for line in render_progress(outcomes, False, previous=self.previous):
+                self.screen.raw("    " + line)
+        self.previous = list(outcomes)
 
     def done(self) -> None:
         self.drawn = 0
@@ -523,9 +533,9 @@ def prune_removed(session, state) -> None:
 
 
 def load_objects(manifests_yaml: str) -> list[dict]:
-    import yaml
+    from skycap.yamlio import load_all
 
-    return [doc for doc in yaml.safe_load_all(manifests_yaml) if isinstance(doc, dict)]
+    return [doc for doc in load_all(manifests_yaml) if isinstance(doc, dict)]
 
 
 def auto_rollback(session, state, phases, accept_new_host_keys: bool) -> None:
@@ -835,7 +845,7 @@ def diff(run, stage_name: str, rev: str) -> int:
 # ---------- scale and unlock ----------------------------------------------------------------------------------
 
 def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
-    import yaml
+    from skycap.yamlio import dump_all
 
     session = open_stage(run, stage_name)
     stage = session.stage
@@ -860,13 +870,13 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
             scaled = scale_objects(objects, counts)
             note = "scale " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             release = ledger.begin("scale", rev=current.rev, node=current.node, tags=dict(current.tags),
-                                   manifests=yaml.safe_dump_all(objects, sort_keys=False),
+                                   manifests=dump_all(objects),
                                    services=list(current.services), note=note, target=current.number)
             state = DeployState(stage=stage_name, rev=current.rev or "", release=release)
-            state.rendered = rendered_from_manifests(yaml.safe_dump_all(scaled, sort_keys=False))
+            state.rendered = rendered_from_manifests(dump_all(scaled))
             try:
                 with phases.phase(note):
-                    state.applied = apply_objects(session, yaml.safe_dump_all(scaled, sort_keys=False))
+                    state.applied = apply_objects(session, dump_all(scaled))
                 watch(session, state, phases, timeout=timeout or stage.rollout_timeout,
                       since=datetime.now(timezone.utc))
             except KeyboardInterrupt:

@@ -53,9 +53,9 @@ class Rendered:
     manifests: list[Manifest] = field(default_factory=list)
 
     def to_yaml(self) -> str:
-        import yaml
+        from skycap.yamlio import dump_all
 
-        return yaml.safe_dump_all([m.obj for m in self.manifests], sort_keys=False, default_flow_style=False)
+        return dump_all(m.obj for m in self.manifests)
 
     def by_service(self) -> dict[str, list[Manifest]]:
         grouped: dict[str, list[Manifest]] = {}
@@ -152,11 +152,11 @@ def _template_line(exc: BaseException, name: str) -> int | None:
 
 
 def _load_documents(name: str, text: str) -> list[dict]:
-    import yaml
+    from skycap.yamlio import YAMLError, load_all
 
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
+        return [doc for doc in load_all(text) if doc is not None]
+    except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         lines = text.splitlines()
         if mark is not None and mark.line < len(lines):

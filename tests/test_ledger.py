@@ -26,15 +26,15 @@ def secrets_in(core_api, namespace, selector="") -> list:
 
 
 def count_requests(monkeypatch, api_client) -> list[tuple[str, str]]:
-    """Every request the client sends from now on, as (method, url)."""
+    """Every HTTP request the client sends from now on, as (method, url), counted at its REST layer."""
     requests = []
-    original = api_client.call_api
+    original = api_client.rest_client.request
 
     def counted(method, url, *args, **kwargs):
         requests.append((method, url))
         return original(method, url, *args, **kwargs)
 
-    monkeypatch.setattr(api_client, "call_api", counted)
+    monkeypatch.setattr(api_client.rest_client, "request", counted)
     return requests
 
 

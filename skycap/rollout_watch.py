@@ -1,0 +1,136 @@
+"""Watching a namespace: one thread per kind lists, then watches from the list's resourceVersion,
+and feeds every change into one queue; a broken watch (apiserver restart, 410 Gone) re-lists."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+
+from kubernetes import client, watch
+
+from skycap.kube import short_reason
+from skycap.rollout_rules import View
+
+log = logging.getLogger(__name__)
+
+# kind -> (API class, its namespaced list method)
+LISTERS = {
+    "Deployment": (client.AppsV1Api, "list_namespaced_deployment"),
+    "ReplicaSet": (client.AppsV1Api, "list_namespaced_replica_set"),
+    "StatefulSet": (client.AppsV1Api, "list_namespaced_stateful_set"),
+    "DaemonSet": (client.AppsV1Api, "list_namespaced_daemon_set"),
+    "Job": (client.BatchV1Api, "list_namespaced_job"),
+    "Pod": (client.CoreV1Api, "list_namespaced_pod"),
+    "Service": (client.CoreV1Api, "list_namespaced_service"),
+    "Endpoints": (client.CoreV1Api, "list_namespaced_endpoints"),
+}
+WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the last resourceVersion
+REQUEST_TIMEOUT = 15
+RETRY_SECONDS = 0.5
+
+
+class Feed:
+    """Keeps `view` current from a queue that watch threads fill; only the caller's thread touches the view."""
+
+    def __init__(self, api_client, namespace: str, kinds: list[str]):
+        self.api_client, self.namespace, self.kinds = api_client, namespace, kinds
+        self.changes: queue.Queue = queue.Queue()
+        self.view = View({kind: {} for kind in kinds})
+        self.synced: set[str] = set()
+        self.errors: dict[str, str] = {}  # kind -> why its last list or watch failed
+        self.stopped = threading.Event()
+        self.watches: list[watch.Watch] = []
+        self.lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """Has every kind been listed at least once? Before that, a missing object proves nothing."""
+        return self.synced >= set(self.kinds)
+
+    def start(self) -> None:
+        for kind in self.kinds:
+            threading.Thread(target=self._run, args=(kind,), name=f"rollout-watch-{kind}", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self.lock:
+            for w in self.watches:
+                w.stop()  # shuts the socket, so the thread's blocked read ends now
+
+    def wait(self, seconds: float) -> None:
+        """Apply every queued change, waiting up to `seconds` for the first."""
+        try:
+            item = self.changes.get(timeout=max(seconds, 0))
+        except queue.Empty:
+            return
+        while True:
+            self._apply(*item)
+            try:
+                item = self.changes.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, kind: str, event: str, payload) -> None:
+        objects = self.view.objects[kind]
+        if event == "LIST":
+            objects.clear()
+            for obj in payload:
+                objects[obj["metadata"]["name"]] = {**obj, "kind": kind}
+            self.synced.add(kind)
+        elif event == "DELETED":
+            objects.pop(payload["metadata"]["name"], None)
+        else:
+            objects[payload["metadata"]["name"]] = {**payload, "kind": kind}
+
+    # ----- the watch threads -----
+    def _lister(self, kind: str):
+        api_class, method = LISTERS[kind]
+        return getattr(api_class(self.api_client), method)
+
+    def _run(self, kind: str) -> None:
+        lister = self._lister(kind)
+        while not self.stopped.is_set():
+            try:
+                version = self._list(kind, lister)
+                while not self.stopped.is_set():
+                    version = self._watch(kind, lister, version)
+            except Exception as exc:  # noqa: BLE001 - any break (410 Gone, reset, apiserver down): re-list
+                if self.stopped.is_set():
+                    return
+                log.debug("watch of %s broke, re-listing: %s", kind, exc)
+                self.errors[kind] = short_reason(exc)
+                self.stopped.wait(RETRY_SECONDS)
+
+    def _list(self, kind: str, lister) -> str:
+        response = lister(self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        body = json.loads(response.data)
+        self.errors.pop(kind, None)
+        self.changes.put((kind, "LIST", body.get("items") or []))
+        return body["metadata"]["resourceVersion"]
+
+    def _watch(self, kind: str, lister, version: str) -> str:
+        """Stream changes from `version` until the server ends the watch; return the last version seen."""
+        w = watch.Watch()
+        with self.lock:
+            if self.stopped.is_set():
+                return version
+            self.watches.append(w)
+        try:
+            stream = w.stream(lister, self.namespace, resource_version=version, allow_watch_bookmarks=True,
+                              timeout_seconds=WATCH_SECONDS, deserialize=False,
+                              _request_timeout=(REQUEST_TIMEOUT, WATCH_SECONDS + REQUEST_TIMEOUT))
+            for event in stream:
+                kind_of_event, obj = event["type"], event["object"]
+                if kind_of_event == "ERROR":
+                    raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+                version = obj["metadata"]["resourceVersion"]
+                if kind_of_event != "BOOKMARK":
+                    self.changes.put((kind, kind_of_event, obj))
+                if self.stopped.is_set():  # stop() came before this stream had a socket to shut
+                    break
+        finally:
+            with self.lock:
+                self.watches.remove(w)
+        return version

@@ -1,0 +1,420 @@
+"""Rollout: the pure rules on plain dicts (fast), then real rollouts on the local control plane."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from skycap import rollout, rollout_rules as rules
+from skycap.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+# ===== the rules, on plain dicts =====
+
+def meta(name, kind, uid=None, owner=None, generation=1, **extra):
+    metadata = {"name": name, "uid": uid or f"uid-{name}", "generation": generation,
+                "creationTimestamp": (NOW - timedelta(seconds=5)).isoformat().replace("+00:00", "Z"), **extra}
+    if owner:
+        metadata["ownerReferences"] = [{"kind": owner["kind"], "name": owner["metadata"]["name"],
+                                        "uid": owner["metadata"]["uid"], "controller": True}]
+    return {"kind": kind, "metadata": metadata}
+
+
+def dep(replicas=2, generation=2, observed=2, updated=2, total=2, available=2, revision="2", conditions=()):
+    return {**meta("web", "Deployment", generation=generation, annotations={rules.REVISION: revision}),
+            "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app": "web"}}}},
+            "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total,
+                       "availableReplicas": available, "conditions": list(conditions)}}
+
+
+def rs(owner, revision, name=None, available=0):
+    return {**meta(name or f"web-r{revision}", "ReplicaSet", owner=owner, annotations={rules.REVISION: revision}),
+            "status": {"availableReplicas": available}}
+
+
+def pod(name, owner=None, waiting=None, message="", phase="Running", ready=False, restarts=0, image="reg/web:1",
+        **status):
+    container = {"name": "app", "image": image, "restartCount": restarts, "ready": ready,
+                 "state": {"waiting": {"reason": waiting, "message": message}} if waiting else {"running": {}}}
+    return {**meta(name, "Pod", owner=owner), "spec": {"containers": [{"name": "app", "image": image}]},
+            "status": {"phase": phase, "containerStatuses": [container], **status,
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def check(obj, *others):
+    return rules.RULES[obj["kind"]].check(obj, rules.View.of(obj, *others), NOW)
+
+
+@pytest.mark.parametrize("kwargs, state, reason", [
+    (dict(observed=1), "waiting", "controller to see"),
+    (dict(updated=1), "waiting", "1 of 2 new replicas updated"),
+    (dict(total=3), "waiting", "1 old replica pending termination"),
+    (dict(available=1), "waiting", "1 of 2 updated replicas available"),
+    (dict(), "succeeded", "2 replicas available"),
+    (dict(replicas=0, updated=0, total=0, available=0), "succeeded", ""),
+    (dict(conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded",
+                       "message": 'ReplicaSet "web-r2" has timed out progressing.'}]),
+     "failed", 'ProgressDeadlineExceeded: ReplicaSet "web-r2" has timed out progressing.'),
+])
+def test_deployment_rule_follows_kubectl_rollout_status(kwargs, state, reason):
+    status = check(dep(**kwargs))
+    assert (status.state, status.desired) == (state, kwargs.get("replicas", 2))
+    assert reason in status.reason
+
+
+def test_deployment_fails_when_every_pod_of_the_newest_replica_set_is_doomed():
+    d = dep(updated=2, available=0)
+    old, new = rs(d, "1", available=2), rs(d, "2")
+    pods = [pod("web-old", old, ready=True),
+            pod("web-a", new, "ErrImagePull", 'failed to pull "reg/web:2": not found', image="reg/web:2"),
+            pod("web-b", new, "ImagePullBackOff", 'Back-off pulling image "reg/web:2"', image="reg/web:2")]
+    assert check(d, old, new, *pods).state == "waiting"  # web-b may still pull: not every new pod is doomed
+    pods[2] = pod("web-b", new, "ErrImagePull", "manifest unknown", image="reg/web:2")
+    status = check(d, old, new, *pods)
+    assert status.state == "failed"
+    assert status.reason == "2 of 2 new pods cannot pull image reg/web:2 (not found)"
+    assert status.pods == ["web-a", "web-b"]
+
+
+def test_doomed_pods_of_the_previous_revision_do_not_fail_a_new_rollout():
+    d = dep(updated=0, available=0, revision="3")  # the controller has not made revision 3's ReplicaSet yet
+    old = rs(d, "2")
+    assert check(d, old, pod("web-a", old, "CrashLoopBackOff", restarts=4)).state == "waiting"
+
+
+@pytest.mark.parametrize("kwargs, problem", [
+    (dict(waiting="CrashLoopBackOff", restarts=3), "CrashLoopBackOff (restarted 3 times)"),
+    (dict(waiting="CreateContainerConfigError", message='configmap "x" not found'),
+     'CreateContainerConfigError: configmap "x" not found'),
+    (dict(waiting="CreateContainerConfigError", message="failed to sync configmap cache: timed out"), ""),
+    (dict(waiting="ImagePullBackOff", message="Back-off pulling image"), ""),
+    (dict(waiting="InvalidImageName"), "has an invalid image name reg/web:1"),
+    (dict(waiting="ContainerCannotRun", message="exec: no such file"), "ContainerCannotRun: exec: no such file"),
+    (dict(phase="Failed", reason="Evicted"), ""),
+    (dict(phase="Failed", reason="DeadlineExceeded"), "failed (DeadlineExceeded)"),
+    (dict(ready=True), ""),
+])
+def test_pod_problems(kwargs, problem):
+    assert rules.pod_problem(pod("p", **kwargs), NOW) == problem
+
+
+def test_image_pull_back_off_dooms_a_pod_once_it_persists():
+    stuck = pod("p", waiting="ImagePullBackOff", message="unauthorized")
+    assert rules.pod_problem(stuck, NOW) == ""
+    later = NOW + timedelta(seconds=rules.PULL_GRACE_SECONDS)
+    assert rules.pod_problem(stuck, later) == ("cannot pull image reg/web:1 (ImagePullBackOff 65 s after the pod was "
+                                               "created: unauthorized)")
+
+
+def test_job_pods_may_fail_and_be_retried():
+    assert rules.pod_problem(pod("p", phase="Failed", reason="Error"), NOW, job=True) == ""
+
+
+def test_stateful_set_rule():
+    def sts(partition=0, ready=3, updated=3, current="r2", observed=1):
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}}
+        return {**meta("db", "StatefulSet"), "spec": {"replicas": 3, "updateStrategy": strategy},
+                "status": {"observedGeneration": observed, "readyReplicas": ready, "updatedReplicas": updated,
+                           "currentRevision": current, "updateRevision": "r2"}}
+    assert check(sts(observed=0)).state == "waiting"
+    assert check(sts(ready=2)).reason == "2 of 3 pods ready"
+    assert check(sts(current="r1", updated=1)).state == "waiting"
+    assert check(sts(partition=2, current="r1", updated=1)).state == "succeeded"
+    assert check(sts(partition=1, current="r1", updated=1)).reason == "1 of 2 pods updated (partition 1)"
+    assert check(sts()).state == "succeeded"
+    s = sts(ready=0, updated=1)
+    crashing = pod("db-0", s, "CrashLoopBackOff", restarts=1)
+    crashing["metadata"]["labels"] = {"controller-revision-hash": "r2"}
+    assert check(s, crashing).reason == "pod db-0 CrashLoopBackOff (restarted 1 time)"
+
+
+def test_daemon_set_rule():
+    def ds(updated, available):
+        return {**meta("agent", "DaemonSet"), "status": {"observedGeneration": 1, "desiredNumberScheduled": 2,
+                                                         "updatedNumberScheduled": updated,
+                                                         "numberAvailable": available}}
+    assert check(ds(1, 1)).reason == "1 of 2 updated pods scheduled"
+    assert check(ds(2, 1)).reason == "1 of 2 updated pods available"
+    assert check(ds(2, 2)).state == "succeeded"
+
+
+def test_job_rule():
+    def job(*conditions):
+        return {**meta("migrate", "Job"), "spec": {"completions": 1}, "status": {"conditions": list(conditions)}}
+    assert check(job()).state == "waiting"
+    assert check(job({"type": "Complete", "status": "True"})).state == "succeeded"
+    failed = check(job({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit"}))
+    assert (failed.state, failed.reason) == ("failed", "BackoffLimitExceeded: Job has reached the specified "
+                                                       "backoff limit")
+
+
+def test_service_rule():
+    svc = {**meta("web", "Service"), "spec": {"selector": {"app": "web"}}}
+    assert check({**svc, "spec": {}}).state == "succeeded"
+    assert check(svc, dep()).reason == "no ready endpoints yet"
+    assert check(svc, dep(replicas=0)).reason == "selects nothing that should run (app=web matches no workload or pod)"
+    assert check(svc).state == "succeeded"
+    operated = pod("web-0")
+    operated["metadata"]["labels"] = {"app": "web"}
+    assert check(svc, operated).state == "waiting"  # pods from elsewhere (an operator, say) count too
+    endpoints = {**meta("web", "Endpoints"), "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}]}
+    assert check(svc, dep(), endpoints).reason == "2 ready endpoints"
+
+
+def test_unknown_kinds_succeed_and_missing_objects_wait():
+    assert rules.evaluate("ConfigMap", "web-config", rules.View(), NOW).state == "succeeded"
+    assert rules.evaluate("Deployment", "web", rules.View({"Deployment": {}}), NOW).state == "waiting"
+
+
+def test_event_lines_keep_warnings_of_related_objects_counted():
+    def event(name, reason, message, kind="Pod", type_="Warning"):
+        return {"type": type_, "reason": reason, "message": message, "count": 1,
+                "involvedObject": {"kind": kind, "name": name}, "metadata": {}}
+    events = [event("web-a", "Failed", "not found"), event("web-a", "Pulling", "pulling", type_="Normal"),
+              event("web-a", "Failed", "not found"), event("other", "Failed", "x"), event("web-a", "BackOff", "b")]
+    lines = rollout.event_lines(events, {("Pod", "web-a")})
+    assert lines == ["Pod web-a Failed: not found (x2)", "Pod web-a BackOff: b"]
+
+
+def test_render_progress_on_a_terminal_and_elsewhere():
+    outcomes = [Outcome("web", "Deployment", "web", "waiting", "1 of 2 updated replicas available", 2, 2, 1),
+                Outcome("web", "Service", "web", "waiting", "no ready endpoints yet"),
+                Outcome("migrate", "Job", "migrate", "succeeded", "complete", 1, 1, 1)]
+    assert render_progress(outcomes, terminal=True) == [
+        "web      2/2 updated  1/2 ready  (waiting: no ready endpoints yet)",
+        "migrate  1/1 complete  (succeeded)"]
+    plain = render_progress(outcomes, terminal=False, previous=[*outcomes[:2]])
+    assert len(plain) == 1 and plain[0].endswith("migrate  1/1 complete  (succeeded)")
+
+
+def test_failure_report_names_reason_events_and_logs():
+    result = RolloutResult([
+        Outcome("web", "Deployment", "web", "failed", "pod web-a CrashLoopBackOff (restarted 3 times)", 2, 2, 0,
+                events=["Pod web-a BackOff: Back-off restarting failed container (x3)"],
+                logs={"web-a/app": ["starting", "panic: no DATABASE_URL"]}),
+        Outcome("db", "StatefulSet", "db", "succeeded", desired=1, updated=1, ready=1)])
+    report = failure_report(result)
+    assert report.splitlines()[0] == "web: Deployment web failed"
+    assert "reason: pod web-a CrashLoopBackOff (restarted 3 times)" in report
+    assert "Pod web-a BackOff: Back-off restarting failed container (x3)" in report
+    assert "    | panic: no DATABASE_URL" in report
+    assert "db" not in report
+    assert result.failed and not result.succeeded and not result.timed_out
+
+
+# ===== real rollouts on the local control plane =====
+
+def apps(core_api):
+    from kubernetes import client
+    return client.AppsV1Api(core_api)
+
+
+def deployment_body(name, image, replicas=1, **spec):
+    container = {"name": "app", "image": image, **spec.pop("container", {})}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": {"skycap.io/service": name}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+                     **spec}}
+
+
+@pytest.fixture
+def deploy(core_api, namespace, local_cluster, publish):
+    """deploy(name, behaviour=None, replicas=1, timeout=30, missing=False, cancel=None, **spec) -> (result, seconds)"""
+
+    def _deploy(name, behaviour=None, replicas=1, timeout=30.0, missing=False, cancel=None, **spec):
+        image = f"{local_cluster.registry}/rollout/{name}:v1"
+        if not missing:
+            publish(f"rollout/{name}", "v1", {"skycap.sim/behaviour": behaviour} if behaviour else None)
+        since = datetime.now(timezone.utc)
+        apps(core_api).create_namespaced_deployment(namespace, deployment_body(name, image, replicas, **spec))
+        return timed(core_api, namespace, [Target("Deployment", name, name)], timeout=timeout, since=since,
+                     cancel=cancel)
+
+    return _deploy
+
+
+def timed(core_api, namespace, targets, **kwargs):
+    kwargs.setdefault("since", datetime.now(timezone.utc))
+    start = time.monotonic()
+    result = wait_for_rollout(core_api, namespace, targets, **kwargs)
+    return result, time.monotonic() - start
+
+
+def only(result):
+    (outcome,) = result.outcomes
+    return outcome
+
+
+def test_deployment_becomes_available(deploy):
+    result, _ = deploy("avail", replicas=2)
+    assert result.succeeded
+    outcome = only(result)
+    assert (outcome.state, outcome.desired, outcome.updated, outcome.ready) == ("succeeded", 2, 2, 2)
+
+
+def test_missing_image_fails_fast_with_the_image_and_its_events(deploy, local_cluster):
+    result, seconds = deploy("ghost", replicas=2, missing=True, timeout=60)
+    outcome = only(result)
+    image = f"{local_cluster.registry}/rollout/ghost:v1"
+    assert outcome.state == "failed" and seconds < 20
+    assert outcome.reason == f"2 of 2 new pods cannot pull image {image} (not found)"
+    report = failure_report(result)
+    assert f'Failed: Failed to pull image "{image}"' in report
+    assert "reason: 2 of 2 new pods cannot pull image" in report
+
+
+def test_crash_loop_fails(deploy):
+    outcome = only(deploy("crash", "crash")[0])
+    assert outcome.state == "failed"
+    assert "CrashLoopBackOff (restarted" in outcome.reason
+    assert any("BackOff" in event for event in outcome.events)
+
+
+def test_never_ready_times_out(deploy):
+    result, _ = deploy("never", "never-ready", timeout=3)
+    assert result.timed_out and not result.failed
+    assert only(result).reason == "0 of 1 updated replicas available"
+    assert "never: Deployment never timed out" in failure_report(result)
+
+
+def test_ready_after_two_seconds_succeeds_no_sooner(deploy):
+    result, seconds = deploy("slow", "ready-after=2")
+    assert result.succeeded and seconds >= 2
+
+
+def test_progress_deadline_exceeded_fails(deploy):
+    result, seconds = deploy("stuck", "never-ready", timeout=40, progressDeadlineSeconds=1)
+    assert only(result).state == "failed" and seconds < 40
+    assert only(result).reason.startswith("ProgressDeadlineExceeded")
+
+
+def test_missing_config_map_fails(deploy):
+    env = [{"name": "LOG_LEVEL", "valueFrom": {"configMapKeyRef": {"name": "nowhere", "key": "LOG_LEVEL"}}}]
+    outcome = only(deploy("noconf", container={"env": env})[0])
+    assert outcome.state == "failed"
+    assert 'CreateContainerConfigError: couldn\'t find key LOG_LEVEL in ConfigMap' in outcome.reason
+
+
+def test_zero_replicas_and_unknown_kinds_succeed(deploy, core_api, namespace):
+    assert deploy("none", replicas=0)[0].succeeded
+    from kubernetes import client
+    client.CoreV1Api(core_api).create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}})
+    assert timed(core_api, namespace, [Target("ConfigMap", "cfg", "")], timeout=5)[0].succeeded
+
+
+def test_new_revision_succeeds_only_once_its_pods_are_ready(deploy, core_api, namespace, local_cluster, publish):
+    assert deploy("roll", replicas=2)[0].succeeded
+    publish("rollout/roll", "v2", {"skycap.sim/behaviour": "ready-after=2"})
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app",
+                                                            "image": f"{local_cluster.registry}/rollout/roll:v2"}]}}}}
+    apps(core_api).patch_namespaced_deployment("roll", namespace, patch)
+    seen = []
+    result, seconds = timed(core_api, namespace, [Target("Deployment", "roll", "roll")], timeout=30,
+                            on_change=seen.append)
+    assert result.succeeded and seconds >= 2
+    assert any(outcomes[0].state == "waiting" for outcomes in seen)
+    from kubernetes import client
+    pods = client.CoreV1Api(core_api).list_namespaced_pod(namespace, label_selector="app=roll").items
+    new = [p for p in pods if p.spec.containers[0].image.endswith(":v2") and not p.metadata.deletion_timestamp]
+    assert len(new) == 2 and all(c.status == "True" for p in new for c in p.status.conditions if c.type == "Ready")
+
+
+def test_cancel_returns_promptly_as_waiting(deploy):
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    result, seconds = deploy("cancel", "never-ready", timeout=30, cancel=cancel)
+    assert only(result).state == "waiting" and seconds < 3
+    assert not result.succeeded and not result.failed and not result.timed_out
+
+
+def test_stateful_set_and_daemon_set(core_api, namespace, local_cluster, publish):
+    publish("rollout/sets", "v1")
+    image = f"{local_cluster.registry}/rollout/sets:v1"
+    template = {"metadata": {"labels": {"app": "sets"}}, "spec": {"containers": [{"name": "app", "image": image}]}}
+    selector = {"matchLabels": {"app": "sets"}}
+    apps(core_api).create_namespaced_stateful_set(namespace, {
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "serviceName": "db", "selector": selector,
+                                             "podManagementPolicy": "Parallel", "template": template}})
+    apps(core_api).create_namespaced_daemon_set(namespace, {
+        "metadata": {"name": "agent"}, "spec": {"selector": selector, "template": template}})
+    result, _ = timed(core_api, namespace, [Target("StatefulSet", "db", "db"), Target("DaemonSet", "agent", "agent")],
+                      timeout=30)
+    assert [(o.state, o.ready) for o in result.outcomes] == [("succeeded", 2), ("succeeded", 2)]
+
+
+def test_jobs_complete_or_fail(core_api, namespace, local_cluster, publish):
+    from kubernetes import client
+    publish("rollout/job-ok", "v1")
+    publish("rollout/job-bad", "v1", {"skycap.sim/behaviour": "fail"})
+    for name in ("job-ok", "job-bad"):
+        spec = {"containers": [{"name": "app", "image": f"{local_cluster.registry}/rollout/{name}:v1"}],
+                "restartPolicy": "Never"}
+        client.BatchV1Api(core_api).create_namespaced_job(namespace, {
+            "metadata": {"name": name}, "spec": {"backoffLimit": 0, "template": {"spec": spec}}})
+    result, _ = timed(core_api, namespace, [Target("Job", "job-ok", "ok"), Target("Job", "job-bad", "bad")],
+                      timeout=30)
+    ok, bad = result.outcomes
+    assert ok.state == "succeeded"
+    assert bad.state == "failed" and bad.reason.startswith("BackoffLimitExceeded")
+
+
+def test_service_waits_for_ready_endpoints(core_api, namespace, local_cluster, publish):
+    from kubernetes import client
+    publish("rollout/svc", "v1", {"skycap.sim/behaviour": "ready-after=1"})
+    image = f"{local_cluster.registry}/rollout/svc:v1"
+    apps(core_api).create_namespaced_deployment(namespace, deployment_body("svc", image))
+    client.CoreV1Api(core_api).create_namespaced_service(namespace, {
+        "metadata": {"name": "svc"}, "spec": {"selector": {"app": "svc"}, "ports": [{"port": 80}]}})
+    result, _ = timed(core_api, namespace, [Target("Deployment", "svc", "svc"), Target("Service", "svc", "svc")],
+                      timeout=30)
+    assert result.succeeded
+    assert result.outcomes[1].reason == "1 ready endpoint"
+
+
+def test_a_broken_watch_relists_and_carries_on(deploy, monkeypatch):
+    from kubernetes import watch
+    from kubernetes.client.rest import ApiException
+
+    real_stream, broken = watch.Watch.stream, []
+
+    def stream(self, func, *args, **kwargs):
+        if not broken:
+            broken.append(func)
+            raise ApiException(status=410, reason="Gone: too old resource version")
+        return real_stream(self, func, *args, **kwargs)
+
+    monkeypatch.setattr(watch.Watch, "stream", stream)
+    assert deploy("relist")[0].succeeded
+    assert broken
+
+
+def test_one_failure_ends_the_wait_for_the_others_soon(core_api, namespace, local_cluster):
+    from kubernetes import client
+    image = f"{local_cluster.registry}/rollout/never-built:v1"
+    apps(core_api).create_namespaced_deployment(namespace, deployment_body("broken", image))
+    client.CoreV1Api(core_api).create_namespaced_service(namespace, {
+        "metadata": {"name": "broken"}, "spec": {"selector": {"app": "broken"}, "ports": [{"port": 80}]}})
+    result, seconds = timed(core_api, namespace, [Target("Deployment", "broken", "broken"),
+                                                  Target("Service", "broken", "broken")], timeout=60)
+    assert [o.state for o in result.outcomes] == ["failed", "waiting"] and seconds < 15
+    assert failure_report(result).endswith("still in progress when the rollout stopped: "
+                                           "Service broken (no ready endpoints yet)")
+
+
+def test_an_unreachable_api_server_times_out_saying_so():
+    from kubernetes import client
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.0.1:9"
+    result = wait_for_rollout(client.ApiClient(configuration), "nowhere", [Target("Deployment", "web", "web")],
+                              timeout=1, since=NOW)
+    (outcome,) = result.outcomes
+    assert outcome.state == "timeout"
+    assert outcome.reason == ("no answer from the API server (listing Deployment, Pod, ReplicaSet: "
+                              "connection refused)")
