@@ -8,6 +8,7 @@ that the controller's client limit does not hide what skycap itself costs)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import threading
@@ -36,10 +37,13 @@ class ReadyClock:
     def run(self) -> None:
         stream = self.watch.stream(self.core.list_pod_for_all_namespaces,
                                    field_selector=f"metadata.namespace={self.namespace}", timeout_seconds=600)
-        for event in stream:
-            conditions = event["object"].status.conditions or []
-            if any(c.type == "Ready" and c.status == "True" for c in conditions):
-                self.last_ready = time.perf_counter()
+        try:
+            for event in stream:
+                conditions = event["object"].status.conditions or []
+                if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                    self.last_ready = time.perf_counter()
+        except Exception:  # noqa: BLE001 - stop() closes the stream under the reader
+            pass
 
     def stop(self) -> None:
         self.watch.stop()
@@ -51,9 +55,11 @@ def deploy_round(project: Path, kubeconfig: Path, node: str, number: int) -> tup
     clock = ReadyClock(kubeconfig, namespace)
     time.sleep(0.3)  # the watch is open before the first pod exists
     started = time.perf_counter()
-    skycap(project, kubeconfig, "deploy", stage, f"rev={node}")
+    done = skycap(project, kubeconfig, "deploy", stage, f"rev={node}", "--output", "json")
     ended = time.perf_counter()
     clock.stop()
+    phases = json.loads(done.stdout)["phases"]
+    print("    skycap phases: " + ", ".join(f"{name.split(' (')[0]} {took:.2f}" for name, took in phases.items()))
     return ended - started, ended - clock.last_ready
 
 

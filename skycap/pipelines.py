@@ -47,11 +47,15 @@ class StageSession:
                                     context=self.stage.context, verbose=self.run.verbose)
         return self._kubectl
 
+    _ledger = None
+
     @property
     def ledger(self):
-        from skycap.ledger import Ledger
+        if self._ledger is None:
+            from skycap.ledger import Ledger
 
-        return Ledger(self.api, self.stage.namespace, self.stage.name)
+            self._ledger = Ledger(self.api, self.stage.namespace, self.stage.name)
+        return self._ledger
 
 
 def open_stage(run, name: str) -> StageSession:
@@ -161,19 +165,17 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                 state.revision = resolve_revision(stage, rev)
                 run.screen.line(f"    {state.revision.node[:12]} ({state.revision.branch}) "
                                 f"{state.revision.summary[:70]} -> tag {state.revision.tag}")
-            if image_check and stage.services:
-                with phases.phase(f"check images in {stage.registry}"):
-                    check_images(stage, state.revision.tag)
-            elif stage.services:
+            if not image_check and stage.services:
                 run.screen.warn("image check skipped (--skip-image-check)")
             with phases.phase("render templates"):
                 state.rendered = render(stage, state.revision, release_number.result())
-            if stage.vm and not dry_run:
-                with phases.phase("reach the VM hosts"):
-                    preflight_vms(stage, accept_new_host_keys)
             if dry_run:
+                if image_check and stage.services:
+                    check_images(stage, state.revision.tag)
                 return deploy_plan(session, state, phases)
             ensure_namespace(session)
+            with phases.phase("check images, validate with a server-side dry run, reach VM hosts"):
+                run_checks(session, state, image_check, accept_new_host_keys)
             from skycap.lock import StageLock
 
             lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={rev}", ttl=lock_ttl())
@@ -190,6 +192,24 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
         raise Interrupted(interrupted_message(state), exc.hint) from None
     finally:
         summarise(run, session, state, phases)
+
+
+def run_checks(session, state, image_check: bool, accept_new_host_keys: bool) -> None:
+    """The read-only checks side by side; the first failure in this order is the one reported."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stage = session.stage
+    checks = []
+    if image_check and stage.services:
+        checks.append((check_images, stage, state.revision.tag))
+    if stage.services:
+        checks.append((server_dry_run, session, state.rendered))
+    if stage.vm:
+        checks.append((preflight_vms, stage, accept_new_host_keys))
+    with ThreadPoolExecutor(max_workers=len(checks) or 1) as pool:
+        futures = [pool.submit(func, *args) for func, *args in checks]
+    for future in futures:
+        future.result()
 
 
 def prefetch(func, *args):
@@ -268,9 +288,6 @@ def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, acc
     number = next_release_number(session)
     if number != _rendered_number(state.rendered):
         state.rendered = render(stage, state.revision, number)
-    if stage.services:
-        with phases.phase("validate with a server-side dry run"):
-            server_dry_run(session, state.rendered)
     hooks.run("before_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
               release=number, namespace=stage.namespace)
     ledger = session.ledger
