@@ -51,7 +51,7 @@ def make_project(folder: Path, state, services: int, replicas: int = 2) -> tuple
     node = subprocess.run([hg, "-R", str(repo), "log", "-r", "tip", "-T", "{node}"], check=True, env=env,
                           capture_output=True, text=True).stdout
     names = [f"svc{i:02d}" for i in range(services)]
-    for name in names:
+    for name in names:  # noqa: B007
         publish_image(state.registry, f"bench/{name}", node[:12])
     stage = {"hg": str(repo), "registry": state.registry,
              "kubernetes": {"namespace": "placeholder", "context": "skycap-local", "create_namespace": True},
@@ -60,6 +60,21 @@ def make_project(folder: Path, state, services: int, replicas: int = 2) -> tuple
                           for name in names}}
     (folder / "stages" / "template.yaml").write_text(yaml.safe_dump(stage))
     return folder, node
+
+
+def new_revision(project: Path, state, services: int) -> str:
+    """Another commit in the project's repository, with its images published."""
+    from skycap.localcluster.images import publish_image
+
+    repo, hg = project / "platform", str(BIN / "hg")
+    env = {**os.environ, "HGPLAIN": "1", "HGUSER": "bench <bench@example.com>"}
+    (repo / "app.txt").write_text(f"bench {time.time()}\n")
+    subprocess.run([hg, "-R", str(repo), "commit", "-m", "next"], check=True, env=env)
+    node = subprocess.run([hg, "-R", str(repo), "log", "-r", "tip", "-T", "{node}"], check=True, env=env,
+                          capture_output=True, text=True).stdout
+    for i in range(services):
+        publish_image(state.registry, f"bench/svc{i:02d}", node[:12])
+    return node
 
 
 def stage_for(project: Path, name: str, namespace: str) -> str:

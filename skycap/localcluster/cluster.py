@@ -358,14 +358,16 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None) -> Cl
     for part in ("etcd", "registry"):
         if not running[part]:
             _start(state, part, argvs[part])
-    if not running["apiserver"]:
-        _start(state, "apiserver", _argv(state, "apiserver", bin_dir))
+    # The simulator waits for the apiserver itself, so its slow imports overlap the apiserver's start;
+    # the controller-manager gives up after 10 s without an apiserver, so it starts once that answers.
+    for part in ("apiserver", "simulator"):
+        if not running[part]:
+            _start(state, part, _argv(state, part, bin_dir))
     _wait_for(state, "etcd", 20)
     _wait_for(state, "registry", 20)
     _wait_for(state, "apiserver", 60)
-    for part in ("controller-manager", "simulator"):
-        if not running[part]:
-            _start(state, part, _argv(state, part, bin_dir))
+    if not running["controller-manager"]:
+        _start(state, "controller-manager", _argv(state, "controller-manager", bin_dir))
     _wait_for_node(state, 30)
     _say(f"local cluster ready in {time.monotonic() - started:.1f} s (state in {state.path})")
     return state

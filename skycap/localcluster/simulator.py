@@ -42,9 +42,9 @@ class Scheduler:
         self.counter = itertools.count()
         self.cond = threading.Condition()
 
-    def at(self, delay: float, func, *args) -> None:
+    def at(self, delay: float, func, *args, retries: int = 20) -> None:
         with self.cond:
-            heapq.heappush(self.queue, (time.monotonic() + delay, next(self.counter), func, args))
+            heapq.heappush(self.queue, (time.monotonic() + delay, next(self.counter), func, args, retries))
             self.cond.notify()
 
     def run(self) -> None:
@@ -52,14 +52,22 @@ class Scheduler:
             with self.cond:
                 while not self.queue or self.queue[0][0] > time.monotonic():
                     self.cond.wait(None if not self.queue else self.queue[0][0] - time.monotonic())
-                _, _, func, args = heapq.heappop(self.queue)
+                _, _, func, args, retries = heapq.heappop(self.queue)
             try:
                 func(*args)
             except ApiException as exc:
-                if exc.status != 404:
-                    log.warning("scheduled %s failed: %s", func.__name__, exc.reason)
-            except Exception:  # noqa: BLE001 - one bad pod must not stop the simulator
-                log.exception("scheduled %s failed", func.__name__)
+                if exc.status == 404:
+                    continue  # the object is gone: nothing left to do
+                self.retry(func, args, retries, exc.reason)
+            except Exception as exc:  # noqa: BLE001 - apiserver away: try again, as a kubelet would
+                self.retry(func, args, retries, exc)
+
+    def retry(self, func, args, retries: int, reason) -> None:
+        if retries > 0:
+            log.warning("%s failed (%s); retrying in 1 s", func.__name__, reason)
+            self.at(1.0, func, *args, retries=retries - 1)
+        else:
+            log.error("%s failed for good: %s", func.__name__, reason)
 
 
 class ImageCatalogue:
@@ -189,9 +197,13 @@ class Simulator:
         self.scheduler.at(0, self.start, pod)
 
     def finish_deletion(self, namespace: str, name: str, uid: str) -> None:
-        self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0,
-                                        body=client.V1DeleteOptions(grace_period_seconds=0,
-                                                                    preconditions={"uid": uid}))
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0,
+                                            body=client.V1DeleteOptions(grace_period_seconds=0,
+                                                                        preconditions={"uid": uid}))
+        except ApiException as exc:
+            if exc.status != 409:  # 409: a newer pod of that name; ours is gone already
+                raise
 
     def bind(self, namespace: str, name: str, node: str) -> None:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
@@ -343,6 +355,19 @@ def container_state(container, behaviour: str, detail: str, step: int, is_job: b
     return running, True, 0, None, None
 
 
+def register_when_ready(simulator: Simulator, timeout: float = 60.0) -> None:
+    """The simulator starts beside the apiserver, not after it: wait for it to answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            simulator.register_nodes()
+            return
+        except Exception:  # noqa: BLE001 - connection refused, or the apiserver not ready yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kubeconfig", required=True)
@@ -354,7 +379,7 @@ def main(argv=None) -> None:
     config.load_kube_config(config_file=args.kubeconfig, client_configuration=configuration)
     configuration.connection_pool_maxsize = 16
     simulator = Simulator(client.ApiClient(configuration), args.registry, args.nodes)
-    simulator.register_nodes()
+    register_when_ready(simulator)
     log.info("registered nodes %s", ", ".join(simulator.nodes))
     for target in (simulator.scheduler.run, simulator.keep_nodes_healthy):
         threading.Thread(target=target, daemon=True).start()
