@@ -286,7 +286,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: a short message, the traceback in a file
+        click.echo(f"error: skycap hit an unexpected {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"  the traceback is in {_save_traceback()}; please report it", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _save_traceback() -> str:
+    import os
+    import traceback
+    from datetime import datetime, timezone
+
+    from skycap.context import log_dir
+
+    path = log_dir() / f"crash-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(traceback.format_exc())
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def open_stage(run, name: str) -> StageSession:
 
 def call_api(session: StageSession, what: str, func, *args, **kwargs):
     """A Kubernetes API call whose connection failure becomes a clear, typed error."""
+    from kubernetes.client.rest import ApiException
     from urllib3.exceptions import HTTPError
 
     try:
@@ -74,6 +75,10 @@ def call_api(session: StageSession, what: str, func, *args, **kwargs):
         from skycap.kube import unreachable
 
         raise unreachable(session.stage, exc) from None
+    except ApiException as exc:
+        hint = ("the kubeconfig's user may lack RBAC rights in namespace " + session.stage.namespace
+                if exc.status in (401, 403) else None)
+        raise SkycapError(f"the Kubernetes API refused ({what}): {exc.status} {exc.reason}", hint) from None
 
 
 class Phases:
@@ -122,10 +127,6 @@ def lock_ttl() -> float:
 
 def emit_json(document: dict) -> None:
     print(json.dumps(document, indent=2, sort_keys=True, default=str))
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------- deploy -----------------------------------------------------------------------------------
