@@ -253,25 +253,35 @@ def next_release_number(session: StageSession) -> int:
     return (releases[0].number + 1) if releases else 1
 
 
+def namespace_exists(core, name: str) -> None:
+    """LookupError when the namespace is missing; other API errors pass through."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise LookupError(name) from None
+        raise
+
+
 def ensure_namespace(session: StageSession) -> None:
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
 
     stage = session.stage
     core = client.CoreV1Api(session.api)
     try:
-        call_api(session, "namespace", core.read_namespace, stage.namespace)
+        call_api(session, "namespace", namespace_exists, core, stage.namespace)
         return
-    except ApiException as exc:
-        if exc.status != 404:
-            raise BadInput(f"cannot read namespace {stage.namespace}: {exc.reason}") from None
+    except LookupError:
+        pass
     if not stage.create_namespace:
         raise BadInput(f"namespace {stage.namespace} does not exist",
                        "create it, or set kubernetes.create_namespace: true in the stage file")
     from skycap.render import MANAGED_BY, STAGE_LABEL
 
-    core.create_namespace({"metadata": {"name": stage.namespace,
-                                        "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
+    call_api(session, "create namespace", core.create_namespace,
+             {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
 
 
 def split_phases(rendered) -> tuple[str, str]:

@@ -264,3 +264,22 @@ def test_a_failing_before_hook_stops_before_any_change(project, core_api, namesp
     assert ran.code == 1
     assert "hook before_deploy in tasks.py failed: RuntimeError: change freeze" in ran.stderr
     assert not deployments(core_api, namespace)
+
+
+def test_create_namespace_makes_a_missing_namespace(project, core_api, namespace):
+    fresh = f"{namespace[:50]}-new"
+    project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))
+    node = project.commit("new namespace")
+    try:
+        ran = project.run("deploy", "test", f"rev={node}")
+        assert ran.code == 0, ran.stderr
+        assert deployments(core_api, fresh)["web"].status.available_replicas == 2
+    finally:
+        client.CoreV1Api(core_api).delete_namespace(fresh)
+
+
+def test_a_missing_namespace_without_create_namespace_is_bad_input(project, core_api, namespace):
+    project.edit_stage(lambda s: s["kubernetes"].update(namespace=f"{namespace[:50]}-absent"))
+    ran = project.run("deploy", "test", f"rev={project.commit('absent')}")
+    assert ran.code == 2
+    assert "does not exist" in ran.stderr and "create_namespace: true" in ran.stderr
