@@ -21,7 +21,7 @@ SERVICES, ROUNDS = 20, 3
 
 
 class ReadyClock:
-    """Watches pods in one namespace; notes when each last became Ready (local monotonic clock)."""
+    """Watches pods in one namespace; notes when each pod first became Ready (local monotonic clock)."""
 
     def __init__(self, kubeconfig: Path, namespace: str):
         from kubernetes import client, config, watch
@@ -30,18 +30,23 @@ class ReadyClock:
         self.core = client.CoreV1Api(api)
         self.watch = watch.Watch()
         self.namespace = namespace
-        self.last_ready = 0.0
+        self.first_ready: dict[str, float] = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
+
+    @property
+    def last_ready(self) -> float:
+        return max(self.first_ready.values(), default=0.0)
 
     def run(self) -> None:
         stream = self.watch.stream(self.core.list_pod_for_all_namespaces,
                                    field_selector=f"metadata.namespace={self.namespace}", timeout_seconds=600)
         try:
             for event in stream:
-                conditions = event["object"].status.conditions or []
+                pod = event["object"]
+                conditions = pod.status.conditions or []
                 if any(c.type == "Ready" and c.status == "True" for c in conditions):
-                    self.last_ready = time.perf_counter()
+                    self.first_ready.setdefault(pod.metadata.uid, time.perf_counter())
         except Exception:  # noqa: BLE001 - stop() closes the stream under the reader
             pass
 

@@ -31,6 +31,13 @@ def parse_words(words: tuple[str, ...], allowed: set[str] | None = None) -> dict
     return values
 
 
+def required_rev(words: tuple[str, ...], command: str, stage: str) -> str:
+    rev = parse_words(words, {"rev"}).get("rev")
+    if not rev:
+        raise BadInput("missing rev=", f"say which Mercurial revision to use: skycap {command} {stage} rev=REV")
+    return rev
+
+
 def _context(ctx: click.Context):
     from skycap.context import RunContext
 
@@ -80,14 +87,12 @@ def deploy(ctx, stage, words, dry_run, timeout, no_rollback, skip_image_check, a
            verbose):
     """Deploy rev=REV of the project to STAGE and wait until it runs."""
     _common(ctx, verbose)
-    values = parse_words(words, {"rev"})
-    if "rev" not in values or not values["rev"]:
-        raise BadInput("missing rev=", f"say which Mercurial revision to deploy: skycap deploy {stage} rev=REV")
+    rev = required_rev(words, "deploy", stage)
     from skycap import pipelines
 
     run = _context(ctx)
     run.output = output
-    return pipelines.deploy(run, stage, values["rev"], dry_run=dry_run, timeout=timeout, rollback=not no_rollback,
+    return pipelines.deploy(run, stage, rev, dry_run=dry_run, timeout=timeout, rollback=not no_rollback,
                             image_check=not skip_image_check, accept_new_host_keys=accept_new_host_keys)
 
 
@@ -152,12 +157,10 @@ def history(ctx, stage, output):
 def render(ctx, stage, words, verbose):
     """Print the rendered manifests of rev=REV; apply nothing."""
     _common(ctx, verbose)
-    values = parse_words(words, {"rev"})
-    if not values.get("rev"):
-        raise BadInput("missing rev=", f"say which Mercurial revision to render: skycap render {stage} rev=REV")
+    rev = required_rev(words, "render", stage)
     from skycap import pipelines
 
-    return pipelines.render_command(_context(ctx), stage, values["rev"])
+    return pipelines.render_command(_context(ctx), stage, rev)
 
 
 @cli.command()
@@ -168,12 +171,10 @@ def render(ctx, stage, words, verbose):
 def diff(ctx, stage, words, verbose):
     """What a deploy of rev=REV would change (kubectl diff); exit 0 no change, 1 changes."""
     _common(ctx, verbose)
-    values = parse_words(words, {"rev"})
-    if not values.get("rev"):
-        raise BadInput("missing rev=", f"say which Mercurial revision to compare: skycap diff {stage} rev=REV")
+    rev = required_rev(words, "diff", stage)
     from skycap import pipelines
 
-    return pipelines.diff(_context(ctx), stage, values["rev"])
+    return pipelines.diff(_context(ctx), stage, rev)
 
 
 @cli.command()

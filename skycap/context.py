@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import TextIO
 
 
-def log_dir() -> Path:
-    explicit = os.environ.get("SKYCAP_LOG_DIR")
+def user_state_dir(override_variable: str, name: str) -> Path:
+    """$override_variable if set, else $XDG_STATE_HOME/skycap/<name> (~/.local/state by default)."""
+    explicit = os.environ.get(override_variable)
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "skycap" / "logs"
+    return Path(base) / "skycap" / name
+
+
+def log_dir() -> Path:
+    return user_state_dir("SKYCAP_LOG_DIR", "logs")
 
 
 class RunLog:

@@ -307,8 +307,9 @@ def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, acc
                                  manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm))
     lock.set_purpose(f"deploy rev={state.rev} (release {state.release.number})")
     if state.release.number != number:  # someone broke our lock and deployed meanwhile
-        raise DeployFailed(f"release number {number} was taken while this deploy held the lock",
-                           "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
+        message = f"release number {number} was taken while this deploy held the lock"
+        record(ledger, state, "failed", message + "; nothing was applied")
+        raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
     started = datetime.now(timezone.utc)
     try:
         if stage.vm and stage.vm_order == "before":
@@ -362,6 +363,19 @@ def record(ledger, state, status: str, note: str) -> None:
     release.vm = {name: result.get("release") for name, result in state.vm_results.items()
                   if result.get("action") == "deploy" and result.get("hosts")}
     ledger.finish(release, status, note=note[:2000])
+
+
+@contextmanager
+def recorded(ledger, state, what: str):
+    """Whatever stops the block, the release's ledger entry says so (interrupted or failed)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        record(ledger, state, "interrupted", f"{what} interrupted by the user")
+        raise
+    except SkycapError as exc:
+        record(ledger, state, "failed", exc.message)
+        raise
 
 
 def server_dry_run(session, rendered) -> None:
@@ -764,16 +778,10 @@ def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note,
                        target=target.number)
     state = DeployState(stage=session.stage.name, rev=target.rev or "", release=new)
     state.rendered = rendered_from_manifests(target.manifests or "")
-    try:
+    with recorded(ledger, state, "rollback"):
         if state.rendered.manifests:
             apply_and_watch(session, state, phases, timeout=timeout, since=datetime.now(timezone.utc))
         rollback_vms(session, target, state, phases, accept_new_host_keys)
-    except KeyboardInterrupt:
-        record(ledger, state, "interrupted", "rollback interrupted by the user")
-        raise
-    except SkycapError as exc:
-        record(ledger, state, "failed", exc.message)
-        raise
     record(ledger, state, "deployed", note)
     if replaced is not None and replaced.number != target.number:
         replaced.status = "rolled-back"
@@ -902,17 +910,11 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
                                    services=list(current.services), note=note, target=current.number)
             state = DeployState(stage=stage_name, rev=current.rev or "", release=release)
             state.rendered = rendered_from_manifests(dump_all(scaled))
-            try:
+            with recorded(ledger, state, "scale"):
                 with phases.phase(note):
                     state.applied = apply_objects(session, dump_all(scaled))
                 watch(session, state, phases, timeout=timeout or stage.rollout_timeout,
                       since=datetime.now(timezone.utc))
-            except KeyboardInterrupt:
-                record(ledger, state, "interrupted", "scale interrupted by the user")
-                raise
-            except SkycapError as exc:
-                record(ledger, state, "failed", exc.message)
-                raise
             record(ledger, state, "deployed", note)
             run.screen.ok(f"release {release.number}: {note}")
             return 0

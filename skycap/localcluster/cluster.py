@@ -27,11 +27,9 @@ PARTS = ("etcd", "registry", "apiserver", "controller-manager", "simulator")
 
 
 def state_dir() -> Path:
-    explicit = os.environ.get("SKYCAP_LOCAL_CLUSTER_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "skycap" / "local-cluster"
+    from skycap.context import user_state_dir
+
+    return user_state_dir("SKYCAP_LOCAL_CLUSTER_DIR", "local-cluster")
 
 
 def binaries_dir() -> Path:
