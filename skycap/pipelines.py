@@ -331,7 +331,9 @@ def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, acc
         hooks_failed(hooks, stage, state, exc)
         raise
     record(ledger, state, "deployed", "")
+    run.log.write("skycap", f"release {state.release.number} recorded as deployed")
     after_success(session, state, phases)
+    run.log.write("skycap", "cleanup after the deploy done")
     hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
               release=state.release.number, namespace=stage.namespace)
     return 0
@@ -452,6 +454,7 @@ def watch(session, state, phases, *, timeout: float, since) -> None:
         finally:
             progress.done()
     state.result = result
+    session.run.log.write("skycap", f"rollout finished: {'succeeded' if result.succeeded else 'not succeeded'}")
     if result.succeeded:
         return
     screen.raw(failure_report(result))
