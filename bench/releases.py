@@ -5,14 +5,12 @@ of a 50-service stage, with the number of API requests it makes (it must not gro
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import (kubectl, make_project, new_revision, private_cluster, raw_rollout, report, skycap,
-                    stage_for, timed)
+from common import kubectl, make_project, new_revision, private_cluster, raw_rollout, report, skycap, stage_for, timed
 
 ROUNDS = 3
 
@@ -32,10 +30,13 @@ def rollback_bench(state) -> None:
                      for node in (first, second)}
         for node in (first, second):
             raw_rollout(state.kubeconfig, f"bench-rb-raw-{number}", manifests[node], names)
-        runs = [lambda: ours.append(timed(skycap, project, state.kubeconfig, "rollback", stage)),
-                lambda: floor.append(timed(raw_rollout, state.kubeconfig, f"bench-rb-raw-{number}",
-                                           manifests[first], names))]
-        for run in (runs if number % 2 == 0 else runs[::-1]):
+        def ours_now(stage=stage):
+            ours.append(timed(skycap, project, state.kubeconfig, "rollback", stage))
+
+        def floor_now(namespace=f"bench-rb-raw-{number}", previous=manifests[first]):
+            floor.append(timed(raw_rollout, state.kubeconfig, namespace, previous, names))
+
+        for run in ((ours_now, floor_now) if number % 2 == 0 else (floor_now, ours_now)):
             run()
         print(f"round {number}: skycap rollback {ours[-1]:.2f} s, raw {floor[-1]:.2f} s", flush=True)
     report(f"rollback of {services} services", ours, floor, goal=1.10)
@@ -68,8 +69,8 @@ def status_in_process(project: Path, stage: str, kubeconfig: Path) -> tuple[int,
 
     from kubernetes.client import rest
 
-    from skycap.context import RunContext
     from skycap import pipelines
+    from skycap.context import RunContext
 
     sent = []
     original = rest.RESTClientObject.request

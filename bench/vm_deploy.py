@@ -127,9 +127,10 @@ def main() -> int:
 
 def run_benchmarks(fleet: FakeVmFleet, home: Path, archive: Path, rounds: int, repeat: int) -> int:
     started = time.perf_counter()
-    import skycap.vm  # noqa: F401
     import fabric  # noqa: F401
     import paramiko  # noqa: F401
+
+    import skycap.vm  # noqa: F401
     print(f"import skycap.vm + fabric + paramiko: {time.perf_counter() - started:.2f} s (once per CLI run)")
     from skycap.project import VmService
 

@@ -247,7 +247,8 @@ def _parse_service(path: Path, project: Project, name: str, block: Any) -> Servi
                    vars=_optional(path, where + ".", block, "vars", dict, {}) or {})
 
 
-HOST_RE = re.compile(r"^(?:(?P<user>[a-z_][-a-z0-9_.]*)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+HOST_RE = re.compile(r"^(?:(?P<user>[a-z_][-a-z0-9_.]*)@)?"
+                     r"(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
 
 
 def _parse_vm(path: Path, name: str, block: Any) -> VmService:

@@ -165,7 +165,7 @@ def _load_documents(name: str, text: str) -> list[dict]:
             detail = ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise BadInput(f"templates/{name} renders invalid YAML{detail}: {problem}",
-                       f"see the output with: skycap render STAGE rev=REV") from None
+                       "see the output with: skycap render STAGE rev=REV") from None
 
 
 def _check_object(name: str, index: int, document: Any) -> None:

@@ -14,7 +14,7 @@ def collect_status(session) -> dict:
     from kubernetes import client
 
     from skycap.lock import read_lock
-    from skycap.pipelines import call_api, load_objects
+    from skycap.session import call_api, load_objects
 
     stage, api = session.stage, session.api
     ledger = session.ledger
@@ -131,7 +131,7 @@ def print_status(screen, report: dict) -> None:
     for row in report["services"]:
         rows.append((row["service"], f"{row['ready']}/{row['desired']}", str(row.get("tag") or "-"),
                      str(row["release"] or "-"), "; ".join(row["drift"]) or "none"))
-    from skycap.pipelines import print_table
+    from skycap.session import print_table
 
     print_table(rows)
     for name, info in report["vm"].items():

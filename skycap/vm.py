@@ -37,8 +37,7 @@ from typing import Callable
 from skycap import vm_remote as remote
 from skycap.errors import BadInput, DeployFailed, Interrupted, SkycapError
 from skycap.project import VmService
-from skycap.vm_ssh import (HostConnection, HostKeyRefused, HostUnreachable, RemoteCommandFailed, SshOptions,
-                           VmHostError)
+from skycap.vm_ssh import HostConnection, HostKeyRefused, HostUnreachable, RemoteCommandFailed, SshOptions, VmHostError
 
 EventCallback = Callable[[str, str], None]
 
@@ -479,7 +478,8 @@ class _Run:
                 host, f"{root}/current exists but is not a symlink, so skycap cannot switch it safely",
                 f"move it out of the way (for example into {root}/releases/) and deploy again")
         return RemoteCommandFailed(host, f"upload and unpack into {root} failed (exit {output.exit_code}): "
-                                         f"{output.tail()}", f"can {host}'s SSH user write to {root}? Is the disk full?")
+                                         f"{output.tail()}",
+                                   f"can {host}'s SSH user write to {root}? Is the disk full?")
 
     # --- pass two: going live, host by host ---
 

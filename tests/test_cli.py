@@ -61,7 +61,8 @@ def test_help_does_not_import_heavy_libraries():
 
     code = ("import sys; from skycap.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('kubernetes', 'fabric', 'paramiko', 'jinja2', 'requests', 'yaml') if m in sys.modules]\n"
+            "heavy = [m for m in ('kubernetes', 'fabric', 'paramiko', 'jinja2', 'requests', 'yaml')\n"
+            "         if m in sys.modules]\n"
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]"), out

@@ -1,6 +1,5 @@
 """The kubectl wrapper: the noise filter on real captured output, and real kubectl runs."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -108,8 +107,8 @@ def test_up_down_up_in_a_second_folder_leaves_no_process(tmp_path, monkeypatch):
 def test_a_taken_port_is_named(tmp_path, monkeypatch):
     import socket
 
-    from tests.fixtures.cluster import BINARIES
     from skycap.errors import BadInput
+    from tests.fixtures.cluster import BINARIES
 
     monkeypatch.setenv("SKYCAP_KUBE_BIN_DIR", str(BINARIES))
     names = list(cluster.DEFAULT_PORTS)

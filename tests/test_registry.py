@@ -20,7 +20,8 @@ WRONG_PASSWORD = "wrong-password-never-shown"
 @pytest.fixture(scope="module")
 def images(registry_publish):
     """Two images, pushed once for this module's tests."""
-    return {"web": registry_publish("skytap/web", "0123456789ab"), "worker": registry_publish("skytap/worker", "0123456789ab")}
+    return {"web": registry_publish("skytap/web", "0123456789ab"),
+            "worker": registry_publish("skytap/worker", "0123456789ab")}
 
 
 def error_of(call, *args, **kwargs) -> str:

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from skycap import rollout, rollout_rules as rules
+from skycap import rollout
+from skycap import rollout_rules as rules
 from skycap.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)

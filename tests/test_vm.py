@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
-import signal
 import threading
 import time
 from pathlib import Path

@@ -1,0 +1,141 @@
+"""Applying manifests and watching them roll out: ConfigMaps, Secrets and RBAC first, then the rest,
+one kubectl call each; the server-side dry run; progress lines and the failure report."""
+
+from __future__ import annotations
+
+import threading
+
+from skycap.errors import BadInput, DeployFailed, RolloutTimeout
+from skycap.session import load_objects
+
+EARLY_KINDS = ("Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+               "ClusterRoleBinding", "ResourceQuota", "LimitRange", "PersistentVolumeClaim")
+
+
+def split_phases(rendered) -> tuple[str, str]:
+    """ConfigMaps, Secrets, ServiceAccounts and RBAC first; everything else second."""
+    from skycap.yamlio import dump_all
+
+    early = [m.obj for m in rendered.manifests if m.kind in EARLY_KINDS]
+    rest = [m.obj for m in rendered.manifests if m.kind not in EARLY_KINDS]
+    return (dump_all(early) if early else ""), (dump_all(rest) if rest else "")
+
+
+def server_dry_run(session, rendered) -> None:
+    from skycap.errors import CommandFailed
+
+    try:
+        session.kubectl.apply(rendered.to_yaml(), server_dry_run=True)
+    except CommandFailed as exc:
+        raise BadInput(f"the cluster rejected the rendered manifests (server-side dry run): "
+                       f"{rejection_text(exc, rendered)}",
+                       "nothing was applied; fix the template named above and see: skycap render STAGE rev=REV") \
+            from None
+
+
+def rejection_text(exc, rendered) -> str:
+    """kubectl's complaint, with the template each named object came from."""
+    from skycap.kubectl import filter_output
+
+    lines = filter_output(exc.stderr).shown or [exc.stderr.strip()]
+    text = "\n  ".join(lines)
+    for manifest in rendered.manifests:
+        needle = f'"{manifest.name}"'
+        if needle in text and manifest.source != "(skycap)":
+            text += f"\n  ({manifest.ref()} comes from templates/{manifest.source}, service {manifest.service})"
+    return text
+
+
+def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
+    early, rest = split_phases(state.rendered)
+    with phases.phase("apply ConfigMaps, Secrets and RBAC"):
+        if early:
+            state.applied += apply_objects(session, early)
+    with phases.phase("apply workloads and services"):
+        if rest:
+            state.applied += apply_objects(session, rest)
+    watch(session, state, phases, timeout=timeout, since=since)
+
+
+def apply_objects(session, manifests_yaml: str) -> list[str]:
+    from skycap.errors import CommandFailed
+
+    try:
+        return session.kubectl.apply(manifests_yaml)
+    except CommandFailed as exc:
+        from skycap.kubectl import filter_output
+
+        shown = "\n  ".join(filter_output(exc.stderr).shown) or exc.stderr.strip()
+        raise DeployFailed(f"kubectl apply failed: {shown}") from None
+    except BadInput as exc:
+        raise DeployFailed(f"applying failed: {exc.message}") from None
+
+
+def targets_of(rendered):
+    from skycap.rollout import Target
+
+    watched = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Service"}
+    return [Target(kind=m.kind, name=m.name, service=m.service or "") for m in rendered.manifests
+            if m.kind in watched]
+
+
+def watch(session, state, phases, *, timeout: float, since) -> None:
+    from skycap.rollout import failure_report, wait_for_rollout
+
+    screen = session.run.screen
+    progress = ProgressPrinter(screen)
+    cancel = threading.Event()
+    with phases.phase(f"wait for the rollout (timeout {timeout:g} s)"):
+        try:
+            result = wait_for_rollout(session.api, session.stage.namespace, targets_of(state.rendered),
+                                      timeout=timeout, since=since, on_change=progress.update, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+        finally:
+            progress.done()
+    state.result = result
+    session.run.log.write("skycap", f"rollout finished: {'succeeded' if result.succeeded else 'not succeeded'}")
+    if result.succeeded:
+        return
+    screen.raw(failure_report(result))
+    failing = ", ".join(sorted({o.service or o.name for o in result.outcomes if o.state in ("failed", "timeout")}))
+    if result.timed_out and not result.failed:
+        raise RolloutTimeout(f"the rollout did not finish within {timeout:g} s: {failing}")
+    raise DeployFailed(f"the rollout failed: {failing}")
+
+
+class ProgressPrinter:
+    """A live line per service on a terminal; elsewhere a timestamped line when a service's state changes."""
+
+    def __init__(self, screen):
+        self.screen = screen
+        self.previous = None
+        self.drawn = 0
+
+    def update(self, outcomes) -> None:
+        from skycap.rollout import render_progress
+
+        if self.screen.quiet:
+            return
+        if self.screen.is_terminal:
+            lines = render_progress(outcomes, True)
+            if self.drawn:
+                self.screen.stream.write(f"\033[{self.drawn}F\033[J")
+            self.screen.stream.write("\n".join(lines) + "\n")
+            self.screen.stream.flush()
+            self.drawn = len(lines)
+        else:
+            for line in render_progress(outcomes, False, previous=self.previous):
+                self.screen.raw("    " + line)
+        self.previous = list(outcomes)
+
+    def done(self) -> None:
+        self.drawn = 0
+
+
+def rendered_from_manifests(text: str):
+    from skycap.render import SERVICE_LABEL, Manifest, Rendered
+
+    return Rendered([Manifest(obj, "(release)", (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL))
+                     for obj in load_objects(text)])

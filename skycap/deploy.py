@@ -1,0 +1,396 @@
+"""The deploy pipeline, as named phases: every check that can fail runs before the first change to
+the cluster; a failure after it rolls back to the last good release unless told not to."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from skycap.apply import apply_and_watch, server_dry_run
+from skycap.errors import BadInput, DeployFailed, Interrupted, RolloutTimeout, SkycapError
+from skycap.rollback import rollback_to
+from skycap.session import (
+    DeployState,
+    Phases,
+    StageSession,
+    call_api,
+    emit_json,
+    host_printer,
+    interruptible,
+    load_objects,
+    lock_ttl,
+    mark_dead_releases,
+    open_stage,
+    prefetch,
+    record,
+    vm_result_dict,
+)
+
+
+def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollback=True, image_check=True,
+           accept_new_host_keys=False) -> int:
+    session = open_stage(run, stage_name)
+    stage = session.stage
+    phases = Phases(run, stage_name)
+    state = DeployState(stage=stage_name, rev=rev)
+    timeout = timeout or stage.rollout_timeout
+    from skycap.hooks import Hooks
+
+    hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
+    try:
+        with interruptible():
+            # The cluster client is slow to import: read the ledger while hg resolves the revision.
+            release_number = prefetch(next_release_number, session)
+            with phases.phase(f"resolve rev={rev} in {stage.hg}"):
+                state.revision = resolve_revision(stage, rev)
+                run.screen.line(f"    {state.revision.node[:12]} ({state.revision.branch}) "
+                                f"{state.revision.summary[:70]} -> tag {state.revision.tag}")
+            if not image_check and stage.services:
+                run.screen.warn("image check skipped (--skip-image-check)")
+            with phases.phase("render templates"):
+                state.rendered = render(stage, state.revision, release_number.result())
+            if dry_run:
+                if image_check and stage.services:
+                    check_images(stage, state.revision.tag)
+                return deploy_plan(session, state, phases)
+            ensure_namespace(session)
+            with phases.phase("check images, validate with a server-side dry run, reach VM hosts"):
+                run_checks(session, state, image_check, accept_new_host_keys)
+            from skycap.lock import StageLock
+
+            lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={rev}", ttl=lock_ttl())
+            with phases.phase("take the stage lock"):
+                call_api(session, "lock", lock.acquire)
+            try:
+                return locked_deploy(session, state, phases, hooks, lock, timeout=timeout, rollback=rollback,
+                                     accept_new_host_keys=accept_new_host_keys)
+            finally:
+                lock.release()
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(state)) from None
+    except Interrupted as exc:
+        raise Interrupted(interrupted_message(state), exc.hint) from None
+    finally:
+        summarise(run, session, state, phases)
+
+
+def run_checks(session, state, image_check: bool, accept_new_host_keys: bool) -> None:
+    """The read-only checks side by side; the first failure in this order is the one reported."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stage = session.stage
+    checks = []
+    if image_check and stage.services:
+        checks.append((check_images, stage, state.revision.tag))
+    if stage.services:
+        checks.append((server_dry_run, session, state.rendered))
+    if stage.vm:
+        checks.append((preflight_vms, stage, accept_new_host_keys))
+    with ThreadPoolExecutor(max_workers=len(checks) or 1) as pool:
+        futures = [pool.submit(func, *args) for func, *args in checks]
+    for future in futures:
+        future.result()
+
+
+def resolve_revision(stage, rev: str):
+    from skycap.revision import resolve
+
+    return resolve(stage.hg_source, rev, stage.image_tag)
+
+
+def check_images(stage, tag: str) -> None:
+    from skycap.registry import require_images
+
+    require_images(stage.registry, [(s.name, s.image, tag) for s in stage.services.values()],
+                   stage.registry_insecure)
+
+
+def render(stage, revision, release_number: int):
+    from skycap.render import RenderInput, render_stage
+
+    return render_stage(stage, RenderInput(node=revision.node, tag=revision.tag, rev=revision.rev,
+                                           release=release_number))
+
+
+def next_release_number(session: StageSession) -> int:
+    try:
+        releases = call_api(session, "ledger", session.ledger.releases)
+    except BadInput as exc:
+        if "does not exist" in str(exc):
+            return 1
+        raise
+    return (releases[0].number + 1) if releases else 1
+
+
+def namespace_exists(core, name: str) -> None:
+    """LookupError when the namespace is missing; other API errors pass through."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise LookupError(name) from None
+        raise
+
+
+def ensure_namespace(session: StageSession) -> None:
+    from kubernetes import client
+
+    stage = session.stage
+    core = client.CoreV1Api(session.api)
+    try:
+        call_api(session, "namespace", namespace_exists, core, stage.namespace)
+        return
+    except LookupError:
+        pass
+    if not stage.create_namespace:
+        raise BadInput(f"namespace {stage.namespace} does not exist",
+                       "create it, or set kubernetes.create_namespace: true in the stage file")
+    from skycap.render import MANAGED_BY, STAGE_LABEL
+
+    call_api(session, "create namespace", core.create_namespace,
+             {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
+
+
+def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, accept_new_host_keys) -> int:
+    stage, run = session.stage, session.run
+    mark_dead_releases(session)
+    number = next_release_number(session)
+    if number != _rendered_number(state.rendered):
+        state.rendered = render(stage, state.revision, number)
+    hooks.run("before_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
+              release=number, namespace=stage.namespace)
+    ledger = session.ledger
+    state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
+                                 tags={name: state.revision.tag for name in stage.services},
+                                 manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm))
+    lock.set_purpose(f"deploy rev={state.rev} (release {state.release.number})")
+    if state.release.number != number:  # someone broke our lock and deployed meanwhile
+        message = f"release number {number} was taken while this deploy held the lock"
+        record(ledger, state, "failed", message + "; nothing was applied")
+        raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
+    started = datetime.now(timezone.utc)
+    try:
+        if stage.vm and stage.vm_order == "before":
+            deploy_vms(session, state, phases, accept_new_host_keys)
+        if stage.services:
+            apply_and_watch(session, state, phases, timeout=timeout, since=started)
+        if stage.vm and stage.vm_order == "after":
+            deploy_vms(session, state, phases, accept_new_host_keys)
+    except (KeyboardInterrupt, Interrupted):
+        record(ledger, state, "interrupted", "interrupted by the user (Ctrl-C or SIGTERM)")
+        raise
+    except (DeployFailed, RolloutTimeout) as exc:
+        state.error = exc.message
+        record(ledger, state, "failed", exc.message)
+        if rollback:
+            auto_rollback(session, state, phases, accept_new_host_keys)
+        else:
+            run.screen.warn("--no-rollback: the failed release stays in place")
+        hooks_failed(hooks, stage, state, exc)
+        raise
+    record(ledger, state, "deployed", "")
+    run.log.write("skycap", f"release {state.release.number} recorded as deployed")
+    after_success(session, state, phases)
+    run.log.write("skycap", "cleanup after the deploy done")
+    hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
+              release=state.release.number, namespace=stage.namespace)
+    return 0
+
+
+def _rendered_number(rendered) -> int | None:
+    from skycap.render import RELEASE_ANNOTATION
+
+    for manifest in rendered.manifests:
+        value = manifest.obj["metadata"].get("annotations", {}).get(RELEASE_ANNOTATION)
+        if value:
+            return int(value)
+    return None
+
+
+def hooks_failed(hooks, stage, state, exc) -> None:
+    try:
+        hooks.run("deploy_failed", stage=stage.name, rev=state.rev, node=state.revision.node,
+                  tag=state.revision.tag, release=state.release.number, namespace=stage.namespace,
+                  error=exc.message)
+    except DeployFailed as hook_error:
+        state.error += f"; {hook_error.message}"
+
+
+def preflight_vms(stage, accept_new_host_keys: bool) -> None:
+    """Reach every host before the first change: an unknown key or a dead host stops us here."""
+    from skycap import vm
+
+    for service in stage.vm.values():
+        try:
+            vm.preflight(service, accept_new_host_keys=accept_new_host_keys, project_root=stage.project.root)
+        except DeployFailed as exc:  # nothing has changed yet: this is bad input, not a failed deploy
+            raise BadInput(exc.message, exc.hint) from None
+
+
+def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
+    """Build the archive once, ship it to every host of every VM service; all switch or none does."""
+    import tempfile
+    from pathlib import Path
+
+    from skycap import vm
+    from skycap.revision import archive
+
+    stage, node = session.stage, state.revision.node
+    release_name = vm.new_release_name(node)
+    with tempfile.TemporaryDirectory(prefix="skycap-archive-") as folder:
+        with phases.phase("build the release archive once (hg archive)"):
+            tarball = archive(stage.hg_source, node, Path(folder) / f"{node[:12]}.tar.gz")
+        for name, service in stage.vm.items():
+            with phases.phase(f"deploy {name} to {len(service.hosts)} host(s), {service.parallel} at a time"):
+                try:
+                    result = vm.deploy(service, tarball, node, release_name=release_name,
+                                       accept_new_host_keys=accept_new_host_keys, on_event=host_printer(session),
+                                       project_root=stage.project.root)
+                except (vm.VmDeployFailed, vm.VmInterrupted) as exc:
+                    state.vm_results[name] = vm_result_dict(exc.result)
+                    raise
+                state.vm_results[name] = vm_result_dict(result)
+
+
+def after_success(session, state, phases) -> None:
+    """Delete what the previous release applied and this one does not; trim the ledger."""
+    ledger = session.ledger
+    try:
+        prune_removed(session, state)
+        ledger.prune(session.stage.keep_releases)
+    except SkycapError as exc:
+        session.run.screen.warn(f"cleanup after the deploy failed (the deploy itself worked): {exc.message}")
+
+
+def prune_removed(session, state) -> None:
+    from skycap.render import STAGE_LABEL
+
+    if not state.rendered or not state.rendered.manifests:
+        return  # never prune from an empty render
+    previous = session.ledger.last_good_before(state.release.number)
+    if previous is None or not previous.manifests:
+        return
+    current = {(m.kind, m.name) for m in state.rendered.manifests}
+    gone = [(obj["kind"], obj["metadata"]["name"]) for obj in load_objects(previous.manifests)
+            if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
+    if not gone:
+        return
+    refs = [f"{kind}/{name}" for kind, name in gone]
+    _, stdout = session.kubectl.run(["get", "--ignore-not-found", "-o", "json", *refs])
+    live = json.loads(stdout or '{"items": []}').get("items", []) if stdout.strip() else []
+    ours = [f"{o['kind']}/{o['metadata']['name']}" for o in live
+            if (o["metadata"].get("labels") or {}).get(STAGE_LABEL) == session.stage.name]
+    if ours:
+        session.run.screen.phase(f"prune objects no longer in the stage: {', '.join(ours)}")
+        session.kubectl.delete(ours)
+
+
+def auto_rollback(session, state, phases, accept_new_host_keys: bool) -> None:
+    run = session.run
+    target = session.ledger.last_good_before(state.release.number)
+    if target is None:
+        run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
+                        f"release to roll back to; the failed release stays in place")
+        return
+    run.screen.phase(f"roll back to release {target.number} (rev {target.rev})")
+    try:
+        rollback_to(session, target, phases, timeout=session.stage.rollout_timeout,
+                    accept_new_host_keys=accept_new_host_keys, note=f"automatic rollback after release "
+                    f"{state.release.number} failed", failed_release=state.release)
+        state.rolled_back_to = target.number
+    except SkycapError as exc:
+        run.screen.fail(f"the automatic rollback failed too: {exc.message}")
+        state.error += f"; the automatic rollback to release {target.number} failed: {exc.message}"
+
+
+def interrupted_message(state: DeployState) -> str:
+    if not state.applied:
+        return "interrupted before anything was applied; the lock was released"
+    number = state.release.number if state.release else "?"
+    return (f"interrupted; release {number} is recorded as interrupted after applying "
+            f"{len(state.applied)} object(s): {', '.join(state.applied[:8])}"
+            f"{' ...' if len(state.applied) > 8 else ''}; the lock was released. "
+            f"See `skycap status {state.stage}`; `skycap rollback {state.stage}` goes back to the last good release")
+
+
+def deploy_plan(session, state, phases) -> int:
+    """--dry-run: what a deploy would create, change or leave alone, from one `kubectl diff`."""
+    run = session.run
+    with phases.phase("plan (kubectl diff, server-side)"):
+        try:
+            _, text = session.kubectl.diff(state.rendered.to_yaml())
+        except BadInput:
+            raise
+        except SkycapError as exc:
+            raise BadInput(f"the cluster rejected the rendered manifests: {exc.message}") from None
+    plan = classify_diff(state.rendered, text)
+    for action in ("create", "change", "unchanged"):
+        for ref in plan[action]:
+            run.screen.line(f"    {action:<9} {ref}")
+    if session.stage.vm:
+        from skycap import vm
+
+        for service in session.stage.vm.values():
+            run.screen.raw(vm.describe_plan(service, vm.plan(service, state.revision.node)))
+    state.status = "planned"
+    state.plan = plan
+    return 0
+
+
+# Lines every deploy changes by itself: they do not make an object "changed" in the plan.
+BOOKKEEPING = ("skycap.io/release:", "skycap.io/node:", "kubectl.kubernetes.io/last-applied-configuration",
+               '{"apiVersion"', "generation:", "resourceVersion:", "time:", "f:skycap.io/")
+
+
+def classify_diff(rendered, diff_text: str) -> dict[str, list[str]]:
+    """kubectl diff names each differing object's file; all-new files are objects to create."""
+    created, changed = set(), set()
+    current = None
+    for line in diff_text.splitlines():
+        if line.startswith("diff "):
+            current = line.split()[-1].rsplit("/", 1)[-1]
+        elif current and line.startswith("@@ -0,0 "):
+            created.add(current)
+        elif current and line[:1] in "+-" and not line.startswith(("+++", "---")):
+            if not line[1:].strip().startswith(BOOKKEEPING):
+                changed.add(current)
+    plan = {"create": [], "change": [], "unchanged": []}
+    for manifest in rendered.manifests:
+        api_version = manifest.obj["apiVersion"].replace("/", ".")
+        namespace = manifest.obj["metadata"].get("namespace", "")
+        key = ".".join(part for part in (api_version, manifest.kind, namespace, manifest.name) if part)
+        action = "create" if key in created else "change" if key in changed else "unchanged"
+        plan[action].append(manifest.ref())
+    return plan
+
+
+def summarise(run, session, state, phases) -> None:
+    log = run.log
+    if run.output == "json":
+        release = state.release
+        emit_json({
+            "stage": state.stage, "rev": state.rev, "status": state.status,
+            "node": state.revision.node if state.revision else None,
+            "tag": state.revision.tag if state.revision else None,
+            "release": release.number if release else None,
+            "rolled_back_to": state.rolled_back_to, "applied": state.applied,
+            "services": [o.__dict__ for o in state.result.outcomes] if state.result else [],
+            "vm": state.vm_results, "plan": getattr(state, "plan", None),
+            "warnings": session.kubectl.warnings if session._kubectl else [],
+            "phases": dict(phases.timings), "log": str(log.path) if log.used else None, "error": state.error,
+        })
+    if session._kubectl and session._kubectl.warnings:
+        run.screen.warn("the API server said (once each):")
+        for warning in session._kubectl.warnings:
+            run.screen.line(f"    {warning}")
+    if state.status == "deployed":
+        run.screen.ok(f"release {state.release.number}: {state.stage} runs rev {state.rev} "
+                      f"({state.revision.node[:12]}), tag {state.revision.tag}")
+    elif state.status == "failed":
+        back = (f"; rolled back to release {state.rolled_back_to}" if state.rolled_back_to
+                else "; not rolled back")
+        run.screen.fail(f"release {state.release.number} of {state.stage} failed{back}")
+    if log.used:
+        run.screen.line(f"    log: {log.path}")
