@@ -94,3 +94,21 @@ def make_project(tmp_path: Path, repo, cluster, namespace: str, publish_image) -
     project = DeployProject(root, repo, cluster, namespace, publish_image)
     project.write_stage(stage)
     return project
+
+
+def start_deploy(project: DeployProject, kubeconfig: Path, node: str, **env: str):
+    """`skycap deploy test rev=NODE` as a real process, returned once it waits for the rollout,
+    with what it printed so far."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test", f"rev={node}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "KUBECONFIG": str(kubeconfig), **env})
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "wait for the rollout" in line:
+            break
+    return proc, seen

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from skycap.localcluster import cluster
-from tests.deployproject import make_project
+from tests.deployproject import make_project, start_deploy
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +42,7 @@ def test_apiserver_restart_mid_rollout_is_survived(tmp_path, hg_repo, own_cluste
     project = make_project(tmp_path, hg_repo, own_cluster, own_namespace,
                            lambda repo, tag, labels=None: publish_image(own_cluster.registry, repo, tag, labels))
     node = project.commit("slow to start", labels={"skycap.sim/behaviour": "ready-after=15"})
-    argv = [sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test", f"rev={node}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "KUBECONFIG": str(own_cluster.kubeconfig)})
-    seen = ""
-    for line in proc.stderr:
-        seen += line
-        if "wait for the rollout" in line:
-            break
+    proc, seen = start_deploy(project, own_cluster.kubeconfig, node)
     time.sleep(1)
     os.kill(own_cluster.pids["apiserver"], signal.SIGKILL)
     time.sleep(3)

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from skycap.lock import StageLock
-from tests.deployproject import make_project
+from tests.deployproject import make_project, start_deploy
 
 
 @pytest.fixture
@@ -113,14 +113,7 @@ def test_two_deploys_started_together_exactly_one_proceeds(project, namespace, l
 
 def test_ctrl_c_during_the_rollout_exits_130_and_records_it(project, namespace, local_cluster, core_api):
     node = project.commit("slow", labels={"skycap.sim/behaviour": "never-ready"})
-    argv = [sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test", f"rev={node}"]
-    env = {**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = ""
-    for line in proc.stderr:
-        seen += line
-        if "wait for the rollout" in line:
-            break
+    proc, seen = start_deploy(project, local_cluster.kubeconfig, node)
     time.sleep(1)
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
@@ -132,12 +125,7 @@ def test_ctrl_c_during_the_rollout_exits_130_and_records_it(project, namespace, 
 
 def test_sigterm_behaves_like_ctrl_c(project, namespace, local_cluster):
     node = project.commit("slow", labels={"skycap.sim/behaviour": "never-ready"})
-    argv = [sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test", f"rev={node}"]
-    env = {**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if "wait for the rollout" in line:
-            break
+    proc, _ = start_deploy(project, local_cluster.kubeconfig, node)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 130
     assert history(project) == [(1, "deploy", "interrupted")]
@@ -145,12 +133,7 @@ def test_sigterm_behaves_like_ctrl_c(project, namespace, local_cluster):
 
 def test_a_killed_holder_leaves_a_pending_release_that_the_next_deploy_marks(project, namespace, local_cluster):
     node = project.commit("killed", labels={"skycap.sim/behaviour": "never-ready"})
-    argv = [sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test", f"rev={node}"]
-    env = {**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig), "SKYCAP_LOCK_TTL": "3"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if "wait for the rollout" in line:
-            break
+    proc, _ = start_deploy(project, local_cluster.kubeconfig, node, SKYCAP_LOCK_TTL="3")
     proc.kill()
     proc.wait()
     good = project.commit("good")
