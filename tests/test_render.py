@@ -71,46 +71,24 @@ def stage_with(project, template_text, extra=""):
     return project.load_stage("s")
 
 
-def test_undefined_variable_names_template_line_and_variable(project):
-    stage = stage_with(project, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service.nmae }}\n")
-    with pytest.raises(BadInput, match=r"templates/svc.yaml.j2:4: undefined template variable: .*nmae"):
-        render_stage(stage, REVISION)
+DOC = "apiVersion: v1\nkind: Service\nmetadata:\n  name: same\n"
 
 
-def test_syntax_error_names_template_and_line(project):
-    stage = stage_with(project, "apiVersion: v1\nkind: ConfigMap\n{% if %}\n")
-    with pytest.raises(BadInput, match=r"templates/svc.yaml.j2:3: template syntax error"):
-        render_stage(stage, REVISION)
-
-
-def test_invalid_yaml_names_template_and_rendered_line(project):
-    stage = stage_with(project, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n")
-    with pytest.raises(BadInput, match=r"templates/svc.yaml.j2 renders invalid YAML"):
-        render_stage(stage, REVISION)
-
-
-def test_object_without_kind_is_named(project):
-    stage = stage_with(project, "apiVersion: v1\nmetadata:\n  name: x\n---\nkind: Service\nmetadata: {}\n")
-    with pytest.raises(BadInput, match=r"templates/svc.yaml.j2, document 1 \(object\) has no kind"):
-        render_stage(stage, REVISION)
-
-
-def test_object_without_name_is_named(project):
-    stage = stage_with(project, "apiVersion: v1\nkind: Service\nmetadata: {}\n")
-    with pytest.raises(BadInput, match=r"document 1 \(Service\) has no metadata.name"):
-        render_stage(stage, REVISION)
-
-
-def test_two_objects_with_one_name_collide(project):
-    doc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: same\n"
-    stage = stage_with(project, doc + "---\n" + doc)
-    with pytest.raises(BadInput, match=r"Service/same is defined twice"):
-        render_stage(stage, REVISION)
-
-
-def test_a_template_may_not_pick_another_namespace(project):
-    stage = stage_with(project, "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n  namespace: other\n")
-    with pytest.raises(BadInput, match=r"sets namespace 'other', but stage s deploys to 'ns'"):
+@pytest.mark.parametrize("template, message", [
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service.nmae }}\n",
+     r"templates/svc.yaml.j2:4: undefined template variable: .*nmae"),
+    ("apiVersion: v1\nkind: ConfigMap\n{% if %}\n", r"templates/svc.yaml.j2:3: template syntax error"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n", r"templates/svc.yaml.j2 renders invalid YAML"),
+    ("apiVersion: v1\nmetadata:\n  name: x\n---\nkind: Service\nmetadata: {}\n",
+     r"templates/svc.yaml.j2, document 1 \(object\) has no kind"),
+    ("apiVersion: v1\nkind: Service\nmetadata: {}\n", r"document 1 \(Service\) has no metadata.name"),
+    (DOC + "---\n" + DOC, r"Service/same is defined twice"),
+    ("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n  namespace: other\n",
+     r"sets namespace 'other', but stage s deploys to 'ns'"),
+])
+def test_template_errors_name_template_line_and_object(project, template, message):
+    stage = stage_with(project, template)
+    with pytest.raises(BadInput, match=message):
         render_stage(stage, REVISION)
 
 
