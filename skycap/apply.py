@@ -99,7 +99,8 @@ def watch(session, state, phases, *, timeout: float, since) -> None:
     if result.succeeded:
         return
     screen.raw(failure_report(result))
-    failing = ", ".join(sorted({o.service or o.name for o in result.outcomes if o.state in ("failed", "timeout")}))
+    failing = "; ".join(sorted({f"{o.service or o.name} ({o.reason})" if o.reason else (o.service or o.name)
+                                for o in result.outcomes if o.state in ("failed", "timeout")}))
     if result.timed_out and not result.failed:
         raise RolloutTimeout(f"the rollout did not finish within {timeout:g} s: {failing}")
     raise DeployFailed(f"the rollout failed: {failing}")

@@ -294,7 +294,7 @@ def auto_rollback(session, state, phases, accept_new_host_keys: bool) -> None:
         run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
                         f"release to roll back to; the failed release stays in place")
         return
-    run.screen.phase(f"roll back to release {target.number} (rev {target.rev})")
+    run.screen.phase(f"roll back to release {target.number} (rev {target.rev}, {str(target.node)[:12]})")
     try:
         rollback_to(session, target, phases, timeout=session.stage.rollout_timeout,
                     accept_new_host_keys=accept_new_host_keys, note=f"automatic rollback after release "
