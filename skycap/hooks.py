@@ -45,9 +45,6 @@ class Hooks:
                 self._tasks[name] = task
         return self._tasks
 
-    def names(self) -> list[str]:
-        return sorted(self._load())
-
     def run(self, name: str, **values) -> bool:
         """Run the hook if the project defines it; DeployFailed when it fails."""
         task = self._load().get(name)

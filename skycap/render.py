@@ -57,12 +57,6 @@ class Rendered:
 
         return dump_all(m.obj for m in self.manifests)
 
-    def by_service(self) -> dict[str, list[Manifest]]:
-        grouped: dict[str, list[Manifest]] = {}
-        for manifest in self.manifests:
-            grouped.setdefault(manifest.service or "", []).append(manifest)
-        return grouped
-
 
 @dataclass
 class RenderInput:

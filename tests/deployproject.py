@@ -58,6 +58,12 @@ class DeployProject:
         change(data)
         self.write_stage(data)
 
+    def edit_template(self, name: str, old: str, new: str) -> None:
+        template = self.root / "templates" / name
+        text = template.read_text()
+        assert old in text, f"{old!r} is not in templates/{name}"
+        template.write_text(text.replace(old, new, 1))
+
     def commit(self, message: str = "change", publish: bool = True, labels: dict | None = None,
                only: tuple[str, ...] = SERVICES) -> str:
         node = self.repo.commit(f"{message} ({self.namespace})")  # unique per test: tags never collide

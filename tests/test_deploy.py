@@ -121,8 +121,7 @@ def test_registry_unreachable(project, core_api, namespace):
 
 def test_undefined_template_variable(project, core_api, namespace):
     node = project.commit("typo")
-    template = project.root / "templates" / "worker.yaml.j2"
-    template.write_text(template.read_text().replace("{{ service.replicas }}", "{{ service.replica_count }}"))
+    project.edit_template("worker.yaml.j2", "{{ service.replicas }}", "{{ service.replica_count }}")
     ran = project.run("deploy", "test", f"rev={node}")
     assert ran.code == 2
     assert "templates/worker.yaml.j2:7: undefined template variable" in ran.stderr
@@ -132,8 +131,7 @@ def test_undefined_template_variable(project, core_api, namespace):
 
 def test_template_rendering_an_object_without_kind(project, core_api, namespace):
     node = project.commit("no kind")
-    template = project.root / "templates" / "worker.yaml.j2"
-    template.write_text(template.read_text().replace("kind: Deployment\n", "", 1))
+    project.edit_template("worker.yaml.j2", "kind: Deployment\n", "")
     ran = project.run("deploy", "test", f"rev={node}")
     assert ran.code == 2
     assert "templates/worker.yaml.j2, document 1" in ran.stderr and "has no kind" in ran.stderr
@@ -143,8 +141,7 @@ def test_template_rendering_an_object_without_kind(project, core_api, namespace)
 def test_server_dry_run_rejection_names_template_and_object(project, core_api, namespace):
     node = project.commit("negative replicas")
     project.edit_stage(lambda s: s["services"]["worker"].update(replicas=0))
-    template = project.root / "templates" / "worker.yaml.j2"
-    template.write_text(template.read_text().replace("{{ service.replicas }}", "-1"))
+    project.edit_template("worker.yaml.j2", "{{ service.replicas }}", "-1")
     ran = project.run("deploy", "test", f"rev={node}")
     assert ran.code == 2, ran.stderr
     assert "server-side dry run" in ran.stderr

@@ -293,7 +293,8 @@ def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
     raise ValueError(part)
 
 
-def _http_ok(url: str, state: ClusterState, timeout: float = 1.0) -> bool:
+def _http_get(url: str, state: ClusterState, timeout: float = 1.0) -> bytes | None:
+    """The body of a 2xx answer, else None; https URLs go to the apiserver with its CA and token."""
     request = urllib.request.Request(url)
     context = None
     if url.startswith("https:"):
@@ -301,9 +302,13 @@ def _http_ok(url: str, state: ClusterState, timeout: float = 1.0) -> bool:
         request.add_header("Authorization", "Bearer " + (state.path / "pki" / "token").read_text().strip())
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return 200 <= response.status < 300
+            return response.read() if 200 <= response.status < 300 else None
     except (urllib.error.URLError, OSError, ValueError):
-        return False
+        return None
+
+
+def _http_ok(url: str, state: ClusterState, timeout: float = 1.0) -> bool:
+    return _http_get(url, state, timeout) is not None
 
 
 def _health(state: ClusterState, part: str) -> bool:
@@ -383,16 +388,10 @@ def _wait_for_node(state: ClusterState, timeout: float) -> None:
     """The simulator registers its nodes; until then pods would stay unscheduled."""
     deadline = time.monotonic() + timeout
     url = f"{state.server}/api/v1/nodes?labelSelector=skycap.io%2Fsimulated%3Dtrue"
-    context = ssl.create_default_context(cafile=str(state.path / "pki" / "ca.crt"))
-    token = (state.path / "pki" / "token").read_text().strip()
     while time.monotonic() < deadline:
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=2, context=context) as response:
-                if json.load(response).get("items"):
-                    return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
+        body = _http_get(url, state, timeout=2)
+        if body and json.loads(body).get("items"):
+            return
         if not _alive(state.pids["simulator"], state.commands["simulator"]):
             break
         time.sleep(0.1)
