@@ -8,7 +8,8 @@ import logging
 import queue
 import threading
 
-from kubernetes import client, watch
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
 
 from skycap.kube import short_reason
 from skycap.rollout_rules import View
@@ -41,7 +42,7 @@ class Feed:
         self.synced: set[str] = set()
         self.errors: dict[str, str] = {}  # kind -> why its last list or watch failed
         self.stopped = threading.Event()
-        self.watches: list[watch.Watch] = []
+        self.streams: list = []  # the open watch responses, so stop() can shut their sockets
         self.lock = threading.Lock()
 
     @property
@@ -56,8 +57,8 @@ class Feed:
     def stop(self) -> None:
         self.stopped.set()
         with self.lock:
-            for w in self.watches:
-                w.stop()  # shuts the socket, so the thread's blocked read ends now
+            for response in self.streams:
+                response.shutdown()  # the thread's blocked read ends now, not when the server next writes
 
     def wait(self, seconds: float) -> None:
         """Apply every queued change, waiting up to `seconds` for the first."""
@@ -111,26 +112,38 @@ class Feed:
         return body["metadata"]["resourceVersion"]
 
     def _watch(self, kind: str, lister, version: str) -> str:
-        """Stream changes from `version` until the server ends the watch; return the last version seen."""
-        w = watch.Watch()
+        """Stream changes from `version` until the server ends the watch; return the last version seen.
+
+        The raw stream, read line by line: the client's Watch helper would build a model object for
+        every event, which costs more than the rules spend on it."""
+        response = lister(self.namespace, watch=True, resource_version=version, allow_watch_bookmarks=True,
+                          timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                          _request_timeout=(REQUEST_TIMEOUT, WATCH_SECONDS + REQUEST_TIMEOUT))
         with self.lock:
             if self.stopped.is_set():
+                _discard(response)
                 return version
-            self.watches.append(w)
+            self.streams.append(response)
         try:
-            stream = w.stream(lister, self.namespace, resource_version=version, allow_watch_bookmarks=True,
-                              timeout_seconds=WATCH_SECONDS, deserialize=False,
-                              _request_timeout=(REQUEST_TIMEOUT, WATCH_SECONDS + REQUEST_TIMEOUT))
-            for event in stream:
+            for line in iter_resp_lines(response):
+                event = json.loads(line)
                 kind_of_event, obj = event["type"], event["object"]
-                if kind_of_event == "ERROR":
+                if kind_of_event == "ERROR":  # 410 Gone among them: the caller re-lists
                     raise RuntimeError(f"watch error: {obj.get('message', obj)}")
                 version = obj["metadata"]["resourceVersion"]
                 if kind_of_event != "BOOKMARK":
                     self.changes.put((kind, kind_of_event, obj))
-                if self.stopped.is_set():  # stop() came before this stream had a socket to shut
+                if self.stopped.is_set():
                     break
         finally:
             with self.lock:
-                self.watches.remove(w)
+                self.streams.remove(response)
+            _discard(response)
         return version
+
+
+def _discard(response) -> None:
+    """Close the connection before the pool gets it back: a half-read watch body must never be mistaken
+    for the next request's response."""
+    response.close()
+    response.release_conn()

@@ -380,20 +380,55 @@ def test_service_waits_for_ready_endpoints(core_api, namespace, local_cluster, p
 
 
 def test_a_broken_watch_relists_and_carries_on(deploy, monkeypatch):
-    from kubernetes import watch
     from kubernetes.client.rest import ApiException
 
-    real_stream, broken = watch.Watch.stream, []
+    from skycap.rollout_watch import Feed
 
-    def stream(self, func, *args, **kwargs):
+    real_watch, broken = Feed._watch, []
+
+    def watch(self, kind, lister, version):
         if not broken:
-            broken.append(func)
+            broken.append(kind)
             raise ApiException(status=410, reason="Gone: too old resource version")
-        return real_stream(self, func, *args, **kwargs)
+        return real_watch(self, kind, lister, version)
 
-    monkeypatch.setattr(watch.Watch, "stream", stream)
+    monkeypatch.setattr(Feed, "_watch", watch)
     assert deploy("relist")[0].succeeded
     assert broken
+
+
+def test_changes_arrive_as_watch_events_after_one_list(core_api, namespace, monkeypatch):
+    """Watch, not poll: one LIST per kind, then every change as an event on the open stream."""
+    from kubernetes import client
+
+    from skycap.rollout_watch import Feed
+
+    seen, real_apply = [], Feed._apply
+    monkeypatch.setattr(Feed, "_apply", lambda self, kind, event, payload: (seen.append((kind, event)),
+                                                                            real_apply(self, kind, event, payload)))
+    core = client.CoreV1Api(core_api)
+    core.create_namespaced_service(namespace, {"metadata": {"name": "seen"}, "spec": {"ports": [{"port": 80}]}})
+    feed = Feed(core_api, namespace, ["Service"])
+    feed.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not feed.ready and time.monotonic() < deadline:
+            feed.wait(0.1)
+        for number in range(3):
+            core.patch_namespaced_service("seen", namespace, {"metadata": {"labels": {"change": str(number)}}})
+        while time.monotonic() < deadline and labels(feed.view.get("Service", "seen")) != {"change": "2"}:
+            feed.wait(0.1)
+        time.sleep(1.2)  # longer than the re-list pause: a broken watch would have listed again by now
+        feed.wait(0)
+    finally:
+        feed.stop()
+    assert labels(feed.view.get("Service", "seen")) == {"change": "2"}
+    assert seen.count(("Service", "LIST")) == 1, seen
+    assert ("Service", "MODIFIED") in seen and not feed.errors
+
+
+def labels(obj):
+    return obj["metadata"].get("labels")
 
 
 def test_one_failure_ends_the_wait_for_the_others_soon(core_api, namespace, local_cluster):
