@@ -58,10 +58,11 @@ def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
 
 
 def apply_objects(session, manifests_yaml: str) -> list[str]:
+    """Manifests that passed the server-side dry run, or that a release applied before: not schema-checked again."""
     from skycap.errors import CommandFailed
 
     try:
-        return session.kubectl.apply(manifests_yaml)
+        return session.kubectl.apply(manifests_yaml, validate=False)
     except CommandFailed as exc:
         from skycap.kubectl import filter_output
 

@@ -149,6 +149,15 @@ def test_server_dry_run_rejection_names_template_and_object(project, core_api, n
     assert nothing_changed(core_api, namespace)
 
 
+def test_an_unknown_field_is_refused_before_anything_changes(project, core_api, namespace):
+    node = project.commit("typo in a field name")
+    project.edit_template("worker.yaml.j2", "  progressDeadlineSeconds:", "  progressDeadlineSecond:")
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2, ran.stderr
+    assert "server-side dry run" in ran.stderr and "progressDeadlineSecond" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
 def test_kubectl_not_installed(project, core_api, namespace, monkeypatch, tmp_path):
     node = project.commit("no kubectl")
     monkeypatch.setenv("SKYCAP_KUBECTL", str(tmp_path / "missing" / "kubectl"))

@@ -92,6 +92,13 @@ def test_a_rejected_object_is_not_retried(kubectl):
     assert kubectl.log.path.read_text().count("$ ") == 1
 
 
+def test_the_schema_check_can_be_left_to_the_dry_run(kubectl):
+    typo = CONFIGMAP.format(name="typo") + "dataa:\n  c: d\n"
+    with pytest.raises(CommandFailed, match="dataa"):
+        kubectl.apply(typo, server_dry_run=True)
+    assert kubectl.apply(typo, validate=False) == ["configmap/typo"]
+
+
 def test_deprecation_warnings_are_kept_once(kubectl):
     ingress = ("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata:\n  name: {n}\n"
                "spec:\n  backend:\n    serviceName: web\n    servicePort: 80\n")
