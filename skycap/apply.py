@@ -12,12 +12,16 @@ EARLY_KINDS = ("Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "Ro
                "ClusterRoleBinding", "ResourceQuota", "LimitRange", "PersistentVolumeClaim")
 
 
-def split_phases(rendered) -> tuple[str, str]:
-    """ConfigMaps, Secrets, ServiceAccounts and RBAC first; everything else second."""
+def split_phases(rendered, namespace: str) -> tuple[str, str]:
+    """ConfigMaps, Secrets, ServiceAccounts and RBAC first; everything else second.
+
+    The stage's own Namespace is left out: it exists by now (create_namespace made it, labelled,
+    before the checks), and patching it would cost kubectl a download and parse of the API schema."""
     from skycap.yamlio import dump_all
 
-    early = [m.obj for m in rendered.manifests if m.kind in EARLY_KINDS]
-    rest = [m.obj for m in rendered.manifests if m.kind not in EARLY_KINDS]
+    objects = [m for m in rendered.manifests if not (m.kind == "Namespace" and m.name == namespace)]
+    early = [m.obj for m in objects if m.kind in EARLY_KINDS]
+    rest = [m.obj for m in objects if m.kind not in EARLY_KINDS]
     return (dump_all(early) if early else ""), (dump_all(rest) if rest else "")
 
 
@@ -47,7 +51,7 @@ def rejection_text(exc, rendered) -> str:
 
 
 def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
-    early, rest = split_phases(state.rendered)
+    early, rest = split_phases(state.rendered, session.stage.namespace)
     with phases.phase("apply ConfigMaps, Secrets and RBAC"):
         if early:
             state.applied += apply_objects(session, early)

@@ -4,6 +4,7 @@ the cluster; a failure after it rolls back to the last good release unless told 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from skycap.apply import apply_and_watch, server_dry_run
@@ -53,8 +54,9 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                 if image_check and stage.services:
                     check_images(stage, state.revision.tag)
                 return deploy_plan(session, state, phases)
-            ensure_namespace(session)
-            with phases.phase("check images, validate with a server-side dry run, reach VM hosts"):
+            made_namespace = ensure_namespace(session)
+            with phases.phase("check images, validate with a server-side dry run, reach VM hosts"), \
+                    undone_on_error(made_namespace and (lambda: delete_namespace(session))):
                 run_checks(session, state, image_check, accept_new_host_keys)
             from skycap.lock import StageLock
 
@@ -134,14 +136,15 @@ def namespace_exists(core, name: str) -> None:
         raise
 
 
-def ensure_namespace(session: StageSession) -> None:
+def ensure_namespace(session: StageSession) -> bool:
+    """True when this call created the namespace (create_namespace); BadInput when it is missing otherwise."""
     from kubernetes import client
 
     stage = session.stage
     core = client.CoreV1Api(session.api)
     try:
         call_api(session, "namespace", namespace_exists, core, stage.namespace)
-        return
+        return False
     except LookupError:
         pass
     if not stage.create_namespace:
@@ -151,6 +154,30 @@ def ensure_namespace(session: StageSession) -> None:
 
     call_api(session, "create namespace", core.create_namespace,
              {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
+    return True
+
+
+@contextmanager
+def undone_on_error(undo):
+    """Run undo() (when given) if the block raises, even on Ctrl-C; then let the error go on."""
+    try:
+        yield
+    except BaseException:
+        if undo:
+            undo()
+        raise
+
+
+def delete_namespace(session: StageSession) -> None:
+    """The namespace this deploy made before its checks failed: nothing else is in it yet."""
+    from kubernetes import client
+
+    name = session.stage.namespace
+    try:
+        call_api(session, "delete namespace", client.CoreV1Api(session.api).delete_namespace, name)
+        session.run.screen.line(f"    deleted namespace {name} again: this deploy made it, and stopped before using it")
+    except SkycapError as exc:
+        session.run.screen.warn(f"could not delete namespace {name}, which this deploy made: {exc.message}")
 
 
 def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, accept_new_host_keys) -> int:

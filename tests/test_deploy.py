@@ -277,11 +277,30 @@ def test_create_namespace_makes_a_missing_namespace(project, core_api, namespace
     project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))
     node = project.commit("new namespace")
     try:
-        ran = project.run("deploy", "test", f"rev={node}")
+        ran = project.run("deploy", "test", f"rev={node}", "--output", "json")
         assert ran.code == 0, ran.stderr
         assert deployments(core_api, fresh)["web"].status.available_replicas == 2
+        labels = client.CoreV1Api(core_api).read_namespace(fresh).metadata.labels
+        assert labels["skycap.io/stage"] == "test" and labels["app.kubernetes.io/managed-by"] == "skycap"
+        applied = json.loads(ran.stdout)["applied"]
+        assert "configmap/web-config" in applied and f"namespace/{fresh}" not in applied  # made before, not patched
     finally:
         client.CoreV1Api(core_api).delete_namespace(fresh)
+
+
+def test_a_namespace_made_for_a_deploy_that_stops_on_bad_input_is_deleted_again(project, core_api, namespace):
+    fresh = f"{namespace[:50]}-gone"
+    project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))
+    node = project.commit("not built", publish=False)
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 2, ran.stderr
+    assert "CI may not have built" in ran.stderr and f"deleted namespace {fresh} again" in ran.stderr
+    try:
+        phase = client.CoreV1Api(core_api).read_namespace(fresh).status.phase
+    except client.exceptions.ApiException as exc:
+        assert exc.status == 404
+    else:
+        assert phase == "Terminating"
 
 
 def test_a_missing_namespace_without_create_namespace_is_bad_input(project, core_api, namespace):
