@@ -58,7 +58,10 @@ class Feed:
         self.stopped.set()
         with self.lock:
             for response in self.streams:
-                response.shutdown()  # the thread's blocked read ends now, not when the server next writes
+                try:
+                    response.shutdown()  # the thread's blocked read ends now, not when the server next writes
+                except (RuntimeError, ValueError):  # the stream just ended; its connection went back to the pool
+                    pass
 
     def wait(self, seconds: float) -> None:
         """Apply every queued change, waiting up to `seconds` for the first."""

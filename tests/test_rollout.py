@@ -427,6 +427,19 @@ def test_changes_arrive_as_watch_events_after_one_list(core_api, namespace, monk
     assert ("Service", "MODIFIED") in seen and not feed.errors
 
 
+def test_stopping_as_a_watch_ends_by_itself_is_quiet():
+    from skycap.rollout_watch import Feed
+
+    class Ended:  # urllib3's response once the server ended the stream and the pool has its connection back
+        def shutdown(self):
+            raise RuntimeError("Cannot shutdown as connection has already been released to the pool")
+
+    feed = Feed(None, "any", [])
+    feed.streams.append(Ended())
+    feed.stop()
+    assert feed.stopped.is_set()
+
+
 def labels(obj):
     return obj["metadata"].get("labels")
 
