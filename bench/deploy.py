@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import make_project, private_cluster, raw_rollout, report, skycap, stage_for, timed
 
-SERVICES, ROUNDS = 20, 3
+SERVICES, ROUNDS = 20, 5
 
 
 class ReadyClock:

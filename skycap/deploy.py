@@ -4,7 +4,6 @@ the cluster; a failure after it rolls back to the last good release unless told 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from skycap.apply import apply_and_watch, server_dry_run
@@ -19,8 +18,6 @@ from skycap.session import (
     host_printer,
     interruptible,
     load_objects,
-    lock_ttl,
-    mark_dead_releases,
     open_stage,
     prefetch,
     record,
@@ -40,34 +37,17 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
     hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
     try:
         with interruptible():
-            # The cluster client is slow to import: read the ledger while hg resolves the revision.
-            release_number = prefetch(next_release_number, session)
-            with phases.phase(f"resolve rev={rev} in {stage.hg}"):
-                state.revision = resolve_revision(stage, rev)
-                run.screen.line(f"    {state.revision.node[:12]} ({state.revision.branch}) "
-                                f"{state.revision.summary[:70]} -> tag {state.revision.tag}")
-            if not image_check and stage.services:
-                run.screen.warn("image check skipped (--skip-image-check)")
-            with phases.phase("render templates"):
-                state.rendered = render(stage, state.revision, release_number.result())
             if dry_run:
-                if image_check and stage.services:
-                    check_images(stage, state.revision.tag)
-                return deploy_plan(session, state, phases)
-            made_namespace = ensure_namespace(session)
-            with phases.phase("check images, validate with a server-side dry run, reach VM hosts"), \
-                    undone_on_error(made_namespace and (lambda: delete_namespace(session))):
-                run_checks(session, state, image_check, accept_new_host_keys)
-            from skycap.lock import StageLock
+                return planned_deploy(session, state, phases, image_check)
+            from skycap.cluster_side import ClusterSide
 
-            lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={rev}", ttl=lock_ttl())
-            with phases.phase("take the stage lock"):
-                call_api(session, "lock", lock.acquire)
+            cluster = ClusterSide(session, purpose=f"deploy rev={rev}")
             try:
-                return locked_deploy(session, state, phases, hooks, lock, timeout=timeout, rollback=rollback,
+                resolve_render_check(session, state, phases, cluster, image_check, accept_new_host_keys)
+                return locked_deploy(session, state, phases, hooks, cluster, timeout=timeout, rollback=rollback,
                                      accept_new_host_keys=accept_new_host_keys)
             finally:
-                lock.release()
+                cluster.close(nothing_changed=state.release is None)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(state)) from None
     except Interrupted as exc:
@@ -76,8 +56,69 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
         summarise(run, session, state, phases)
 
 
-def run_checks(session, state, image_check: bool, accept_new_host_keys: bool) -> None:
-    """The read-only checks side by side; the first failure in this order is the one reported."""
+def resolve_render_check(session, state, phases, cluster, image_check: bool, accept_new_host_keys: bool) -> None:
+    """Everything that can fail before the first change; it ends with the stage lock held.
+
+    A full 40-digit node is rendered and checked at once while hg confirms it beside the checks,
+    which report hg's verdict first."""
+    from skycap.revision import predicted
+
+    stage, run, rev = session.stage, session.run, state.rev
+    state.revision = predicted(rev, stage.image_tag)
+    confirming = prefetch(resolve_revision, stage, rev) if state.revision else None
+    if confirming is None:
+        with phases.phase(f"resolve rev={rev} in {stage.hg}"):
+            state.revision = resolve_revision(stage, rev)
+            show_revision(run, state.revision)
+    with phases.phase("take the stage lock"):
+        cluster.ready()
+    if not image_check and stage.services:
+        run.screen.warn("image check skipped (--skip-image-check)")
+    try:
+        with phases.phase("render templates"):
+            state.rendered = render(stage, state.revision, cluster.next_number)
+    except SkycapError:
+        if confirming:
+            confirming.result()  # an unknown revision is the first thing to say
+        raise
+    confirm = f", confirm rev={rev} in {stage.hg}" if confirming else ""
+    with phases.phase(f"check images, validate with a server-side dry run, reach VM hosts{confirm}"):
+        run_checks(session, state, image_check, accept_new_host_keys, confirming)
+    if confirming is None:
+        return
+    confirmed = confirming.result()
+    show_revision(run, confirmed)
+    if (confirmed.node, confirmed.tag) != (state.revision.node, state.revision.tag):  # a name that looks like a node
+        state.revision = confirmed
+        state.rendered = render(stage, confirmed, cluster.next_number)
+        run_checks(session, state, image_check, accept_new_host_keys)
+    state.revision = confirmed
+
+
+def show_revision(run, revision) -> None:
+    run.screen.line(f"    {revision.node[:12]} ({revision.branch}) {revision.summary[:70]} -> tag {revision.tag}")
+
+
+def planned_deploy(session, state, phases, image_check: bool) -> int:
+    """--dry-run: resolve, render, check the images, then the plan; no lock, no namespace made."""
+    stage = session.stage
+    # The cluster client is slow to import: read the ledger while hg resolves the revision.
+    release_number = prefetch(next_release_number, session)
+    with phases.phase(f"resolve rev={state.rev} in {stage.hg}"):
+        state.revision = resolve_revision(stage, state.rev)
+        show_revision(session.run, state.revision)
+    if not image_check and stage.services:
+        session.run.screen.warn("image check skipped (--skip-image-check)")
+    with phases.phase("render templates"):
+        state.rendered = render(stage, state.revision, release_number.result())
+    if image_check and stage.services:
+        check_images(stage, state.revision.tag)
+    return deploy_plan(session, state, phases)
+
+
+def run_checks(session, state, image_check: bool, accept_new_host_keys: bool, confirming=None) -> None:
+    """The read-only checks side by side; the first failure in this order is the one reported
+    (`confirming`, hg resolving the revision on a thread of its own, comes first)."""
     from concurrent.futures import ThreadPoolExecutor
 
     stage = session.stage
@@ -90,7 +131,7 @@ def run_checks(session, state, image_check: bool, accept_new_host_keys: bool) ->
         checks.append((preflight_vms, stage, accept_new_host_keys))
     with ThreadPoolExecutor(max_workers=len(checks) or 1) as pool:
         futures = [pool.submit(func, *args) for func, *args in checks]
-    for future in futures:
+    for future in ([confirming] if confirming else []) + futures:
         future.result()
 
 
@@ -116,76 +157,16 @@ def render(stage, revision, release_number: int):
 
 def next_release_number(session: StageSession) -> int:
     try:
-        releases = call_api(session, "ledger", session.ledger.releases)
+        call_api(session, "ledger", session.ledger.releases)
     except BadInput as exc:
         if "does not exist" in str(exc):
             return 1
         raise
-    return (releases[0].number + 1) if releases else 1
+    return session.ledger.highest_number + 1
 
 
-def namespace_exists(core, name: str) -> None:
-    """LookupError when the namespace is missing; other API errors pass through."""
-    from kubernetes.client.rest import ApiException
-
-    try:
-        core.read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise LookupError(name) from None
-        raise
-
-
-def ensure_namespace(session: StageSession) -> bool:
-    """True when this call created the namespace (create_namespace); BadInput when it is missing otherwise."""
-    from kubernetes import client
-
-    stage = session.stage
-    core = client.CoreV1Api(session.api)
-    try:
-        call_api(session, "namespace", namespace_exists, core, stage.namespace)
-        return False
-    except LookupError:
-        pass
-    if not stage.create_namespace:
-        raise BadInput(f"namespace {stage.namespace} does not exist",
-                       "create it, or set kubernetes.create_namespace: true in the stage file")
-    from skycap.render import MANAGED_BY, STAGE_LABEL
-
-    call_api(session, "create namespace", core.create_namespace,
-             {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
-    return True
-
-
-@contextmanager
-def undone_on_error(undo):
-    """Run undo() (when given) if the block raises, even on Ctrl-C; then let the error go on."""
-    try:
-        yield
-    except BaseException:
-        if undo:
-            undo()
-        raise
-
-
-def delete_namespace(session: StageSession) -> None:
-    """The namespace this deploy made before its checks failed: nothing else is in it yet."""
-    from kubernetes import client
-
-    name = session.stage.namespace
-    try:
-        call_api(session, "delete namespace", client.CoreV1Api(session.api).delete_namespace, name)
-        session.run.screen.line(f"    deleted namespace {name} again: this deploy made it, and stopped before using it")
-    except SkycapError as exc:
-        session.run.screen.warn(f"could not delete namespace {name}, which this deploy made: {exc.message}")
-
-
-def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, accept_new_host_keys) -> int:
-    stage, run = session.stage, session.run
-    mark_dead_releases(session)
-    number = next_release_number(session)
-    if number != _rendered_number(state.rendered):
-        state.rendered = render(stage, state.revision, number)
+def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, accept_new_host_keys) -> int:
+    stage, run, lock, number = session.stage, session.run, cluster.lock, cluster.next_number
     hooks.run("before_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
               release=number, namespace=stage.namespace)
     ledger = session.ledger
@@ -224,16 +205,6 @@ def locked_deploy(session, state, phases, hooks, lock, *, timeout, rollback, acc
     hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
               release=state.release.number, namespace=stage.namespace)
     return 0
-
-
-def _rendered_number(rendered) -> int | None:
-    from skycap.render import RELEASE_ANNOTATION
-
-    for manifest in rendered.manifests:
-        value = manifest.obj["metadata"].get("annotations", {}).get(RELEASE_ANNOTATION)
-        if value:
-            return int(value)
-    return None
 
 
 def hooks_failed(hooks, stage, state, exc) -> None:

@@ -108,13 +108,16 @@ class Ledger:
         self.namespace = namespace
         self.stage = stage
         self.problems: list[str] = []  # ledger objects the last listing could not read
+        self.highest_number = 0  # the highest release number the last listing saw, readable or not
 
     # -- reading --------------------------------------------------------------------------------
 
     def releases(self) -> list[Release]:
         """Newest first, without manifests, in one API call. Unreadable objects land in self.problems."""
         releases, self.problems = [], []
-        for secret in self._list_secrets():
+        secrets = self._list_secrets()
+        self.highest_number = _highest_label(secrets)
+        for secret in secrets:
             try:
                 releases.append(decode_release(secret))
             except ValueError as exc:
@@ -193,10 +196,12 @@ class Ledger:
                     older.status = "superseded"
                     self.update(older)
 
-    def interrupt_pending(self, note: str) -> list[int]:
+    def interrupt_pending(self, note: str, releases: list[Release] | None = None) -> list[int]:
         """Mark every pending release interrupted: call it while holding the stage lock, when a pending
-        release can only belong to a holder that died (or whose lock was broken)."""
-        abandoned = [release for release in self.releases() if release.status == "pending"]
+        release can only belong to a holder that died (or whose lock was broken). `releases`: a listing
+        made under the lock, if the caller has one."""
+        abandoned = [release for release in (self.releases() if releases is None else releases)
+                     if release.status == "pending"]
         for release in abandoned:
             self.finish(release, "interrupted", f"{release.note}; {note}" if release.note else note)
         return [release.number for release in abandoned]
@@ -313,9 +318,7 @@ class Ledger:
                 raise
 
     def _highest_number(self) -> int:
-        numbers = [_int_or_none(secret["metadata"].get("labels", {}).get(RELEASE_LABEL))
-                   for secret in self._list_secrets()]
-        return max((number for number in numbers if number is not None), default=0)
+        return _highest_label(self._list_secrets())
 
     def _known_numbers(self) -> str:
         numbers = sorted(release.number for release in self.releases())
@@ -393,6 +396,12 @@ def _b64(data: str | bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
+
+
+def _highest_label(secrets: list[dict]) -> int:
+    """The highest release number on the ledger's Secrets, readable or not (a number is never reused)."""
+    numbers = [_int_or_none(secret["metadata"].get("labels", {}).get(RELEASE_LABEL)) for secret in secrets]
+    return max((number for number in numbers if number is not None), default=0)
 
 
 def _int_or_none(text) -> int | None:

@@ -27,6 +27,7 @@ FORBIDDEN_CHARS = set("`$;&|<>\\")
 MAX_REV_LENGTH = 500
 NOT_DEPLOYABLE = {"0" * 40: "the null revision", "f" * 40: "the working directory"}
 FIELDS = "{node}\x1f{branch}\x1f{user}\x1f{date|isodatesec}\x1f{desc|firstline}\x1e"
+TAGS_FROM_NODE = {"{node|short}": lambda node: node[:12], "{node}": lambda node: node}
 LOCAL_TIMEOUT = 60
 NETWORK_TIMEOUT = 600
 
@@ -60,6 +61,16 @@ def resolve(source: str, rev: str, image_tag_template: str = "{node|short}") -> 
         raise BadInput(f"revision {rev!r} is {NOT_DEPLOYABLE[node]}, not a committed changeset")
     tag = _image_tag(repo, node, image_tag_template)
     return Revision(rev=rev, node=node, tag=tag, branch=branch, user=user, date=date, summary=summary)
+
+
+def predicted(rev: str, image_tag_template: str = "{node|short}") -> Revision | None:
+    """What hg will say of a full 40-digit node, when the image tag follows from the node alone; else None.
+
+    Lets a deploy render and check while hg confirms the node (the branch and summary come with hg)."""
+    if not FULL_NODE_RE.match(rev) or rev in NOT_DEPLOYABLE or image_tag_template not in TAGS_FROM_NODE:
+        return None
+    return Revision(rev=rev, node=rev, tag=TAGS_FROM_NODE[image_tag_template](rev), branch="", user="", date="",
+                    summary="")
 
 
 def check_rev(rev: str) -> None:
@@ -182,8 +193,8 @@ def _describe(fields: list[str]) -> str:
 
 
 def _image_tag(repo: str, node: str, template: str) -> str:
-    if template == "{node|short}":
-        tag = node[:12]
+    if template in TAGS_FROM_NODE:
+        tag = TAGS_FROM_NODE[template](node)
     else:
         try:
             tag = run(_argv(repo, "log", "-r", node, "-T", template), env=_env(), timeout=LOCAL_TIMEOUT).stdout

@@ -174,10 +174,10 @@ def recorded(ledger, state, what: str):
         raise
 
 
-def mark_dead_releases(session) -> None:
+def mark_dead_releases(session, releases=None) -> None:
     """Pending releases found while we hold the lock belong to deploys that died (their lease expired)."""
     marked = session.ledger.interrupt_pending("its deploy stopped without finishing (the holder died; the lock "
-                                              "expired or was broken)")
+                                              "expired or was broken)", releases)
     for number in marked:
         session.run.screen.warn(f"release {number} was left pending by a deploy that died; marked interrupted")
 

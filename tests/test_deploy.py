@@ -54,7 +54,9 @@ def test_deploy_rolls_out_and_records_the_release(project, core_api, namespace):
 
 def test_a_config_change_rolls_the_pods_and_supersedes(project, core_api, namespace):
     node = project.commit("first")
-    assert project.run("deploy", "test", f"rev={node}").code == 0
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 0, ran.stderr
+    assert f"{node[:12]} (default) first" in ran.stderr  # hg's word on a full node, given beside the checks
     before = deployments(core_api, namespace)["notifier"].metadata.generation
     project.edit_stage(lambda s: s["services"]["notifier"]["config"].update(CHANNEL="#elsewhere"))
     ran = project.run("deploy", "test", f"rev={node}")
@@ -90,6 +92,24 @@ def test_unknown_revision(project, core_api, namespace):
     ran = project.run("deploy", "test", "rev=no-such-thing")
     assert ran.code == 2
     assert "no-such-thing" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_an_unknown_full_node_is_refused_even_when_its_images_exist(project, core_api, namespace):
+    """A 40-digit node is rendered and checked while hg confirms it: hg's "unknown" still stops the deploy."""
+    made_up = "c0ffee" * 6 + "abcd"
+    project.publish(made_up)  # the images, the render and the dry run would all pass
+    ran = project.run("deploy", "test", f"rev={made_up}")
+    assert ran.code == 2, ran.stderr
+    assert f"unknown revision '{made_up}'" in ran.stderr
+    assert nothing_changed(core_api, namespace)
+
+
+def test_an_unknown_full_node_is_named_before_a_template_error(project, core_api, namespace):
+    project.edit_template("worker.yaml.j2", "{{ service.replicas }}", "{{ service.replica_count }}")
+    ran = project.run("deploy", "test", f"rev={'d' * 40}")
+    assert ran.code == 2
+    assert "unknown revision" in ran.stderr and "replica_count" not in ran.stderr
     assert nothing_changed(core_api, namespace)
 
 
