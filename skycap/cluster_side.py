@@ -20,6 +20,7 @@ class ClusterSide:
         self.made_namespace = False
         self.lock = None
         self.next_number: int | None = None
+        self.releases: list = []  # the ledger as listed under the lock, newest first
         self._work = prefetch(self._prepare)
 
     def ready(self) -> ClusterSide:
@@ -43,9 +44,9 @@ class ClusterSide:
         lock = StageLock(session.api, stage.namespace, stage.name, purpose=self.purpose, ttl=lock_ttl())
         call_api(session, "lock", lock.acquire)
         self.lock = lock
-        releases = call_api(session, "ledger", session.ledger.releases)
-        mark_dead_releases(session, releases)
-        self.next_number = releases[0].number + 1 if releases else 1
+        self.releases = call_api(session, "ledger", session.ledger.releases)
+        mark_dead_releases(session, self.releases)
+        self.next_number = session.ledger.highest_number + 1
 
 
 def namespace_exists(core, name: str) -> None:

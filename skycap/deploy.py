@@ -178,6 +178,9 @@ def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, 
         message = f"release number {number} was taken while this deploy held the lock"
         record(ledger, state, "failed", message + "; nothing was applied")
         raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
+    state.releases = [state.release, *cluster.releases]  # the lock keeps this listing true
+    # What the previous release applied, for pruning: read while the rollout runs, not after it.
+    previous = prefetch(ledger.last_good_before, state.release.number, cluster.releases)
     started = datetime.now(timezone.utc)
     try:
         if stage.vm and stage.vm_order == "before":
@@ -200,7 +203,7 @@ def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, 
         raise
     record(ledger, state, "deployed", "")
     run.log.write("skycap", f"release {state.release.number} recorded as deployed")
-    after_success(session, state, phases)
+    after_success(session, state, previous)
     run.log.write("skycap", "cleanup after the deploy done")
     hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
               release=state.release.number, namespace=stage.namespace)
@@ -252,22 +255,21 @@ def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
                 state.vm_results[name] = vm_result_dict(result)
 
 
-def after_success(session, state, phases) -> None:
-    """Delete what the previous release applied and this one does not; trim the ledger."""
+def after_success(session, state, previous) -> None:
+    """Delete what the previous release (a future of it) applied and this one does not; trim the ledger."""
     ledger = session.ledger
     try:
-        prune_removed(session, state)
-        ledger.prune(session.stage.keep_releases)
+        prune_removed(session, state, call_api(session, "ledger", previous.result))
+        ledger.prune(session.stage.keep_releases, state.releases)
     except SkycapError as exc:
         session.run.screen.warn(f"cleanup after the deploy failed (the deploy itself worked): {exc.message}")
 
 
-def prune_removed(session, state) -> None:
+def prune_removed(session, state, previous) -> None:
     from skycap.render import STAGE_LABEL
 
     if not state.rendered or not state.rendered.manifests:
         return  # never prune from an empty render
-    previous = session.ledger.last_good_before(state.release.number)
     if previous is None or not previous.manifests:
         return
     current = {(m.kind, m.name) for m in state.rendered.manifests}
@@ -287,7 +289,7 @@ def prune_removed(session, state) -> None:
 
 def auto_rollback(session, state, phases, accept_new_host_keys: bool) -> None:
     run = session.run
-    target = session.ledger.last_good_before(state.release.number)
+    target = session.ledger.last_good_before(state.release.number, state.releases)
     if target is None:
         run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
                         f"release to roll back to; the failed release stays in place")

@@ -142,9 +142,10 @@ class Ledger:
         """The newest release with status deployed: what runs now."""
         return next((release for release in self.releases() if release.status == "deployed"), None)
 
-    def last_good_before(self, number: int) -> Release | None:
-        """The newest deployed-or-superseded release older than `number` that carries manifests."""
-        for release in self.releases():
+    def last_good_before(self, number: int, releases: list[Release] | None = None) -> Release | None:
+        """The newest deployed-or-superseded release older than `number` that carries manifests.
+        `releases`, here and below: a listing made under the stage lock, to use instead of listing again."""
+        for release in self.releases() if releases is None else releases:
             if release.number < number and release.status in GOOD_STATUSES and release.manifests_size > 0:
                 return self.get(release.number)
         return None
@@ -182,7 +183,8 @@ class Ledger:
             self._raise_if_missing(exc, f"release {release.number} of stage {self.stage} is gone from the ledger")
             raise
 
-    def finish(self, release: Release, status: str, note: str | None = None) -> None:
+    def finish(self, release: Release, status: str, note: str | None = None,
+               releases: list[Release] | None = None) -> None:
         """Record the outcome; a deployed release supersedes the one deployed before it."""
         if status not in STATUSES:
             raise ValueError(f"unknown release status {status!r}")
@@ -191,7 +193,7 @@ class Ledger:
             release.note = note
         self.update(release)
         if status == "deployed":
-            for older in self.releases():
+            for older in self.releases() if releases is None else releases:
                 if older.status == "deployed" and older.number < release.number:
                     older.status = "superseded"
                     self.update(older)
@@ -206,9 +208,9 @@ class Ledger:
             self.finish(release, "interrupted", f"{release.note}; {note}" if release.note else note)
         return [release.number for release in abandoned]
 
-    def prune(self, keep: int = DEFAULT_KEEP) -> list[int]:
+    def prune(self, keep: int = DEFAULT_KEEP, releases: list[Release] | None = None) -> list[int]:
         """Delete the oldest releases beyond `keep`, never the current one nor a pending one."""
-        releases = self.releases()
+        releases = self.releases() if releases is None else releases
         current = next((release for release in releases if release.status == "deployed"), None)
         doomed = [release.number for release in releases[keep:]
                   if release is not current and release.status != "pending"]

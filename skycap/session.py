@@ -150,6 +150,7 @@ class DeployState:
     rolled_back_to: int | None = None
     vm_results: dict = field(default_factory=dict)
     error: str = ""
+    releases: list | None = None  # the ledger as listed under the lock, newest first, this release included
 
 
 def record(ledger, state, status: str, note: str) -> None:
@@ -158,7 +159,7 @@ def record(ledger, state, status: str, note: str) -> None:
     release.applied = list(state.applied)
     release.vm = {name: result.get("release") for name, result in state.vm_results.items()
                   if result.get("action") == "deploy" and result.get("hosts")}
-    ledger.finish(release, status, note=note[:2000])
+    ledger.finish(release, status, note=note[:2000], releases=getattr(state, "releases", None))
 
 
 @contextmanager

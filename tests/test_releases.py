@@ -238,6 +238,14 @@ def test_a_removed_service_is_pruned_by_the_next_deploy(project, core_api, names
     assert "worker-config" not in config_maps
 
 
+def test_the_ledger_keeps_the_last_keep_releases(project):
+    project.edit_stage(lambda s: s.update(keep_releases=2))
+    node = project.commit("keep")
+    for _ in range(3):
+        deploy(project, node)
+    assert history(project) == [(3, "deploy", "deployed"), (2, "deploy", "superseded")]
+
+
 def test_prune_leaves_objects_that_are_not_this_stages(project, core_api, namespace):
     node = project.commit("prune")
     deploy(project, node)
