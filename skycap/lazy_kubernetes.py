@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
-import re
 import sys
-import threading
 
 LAZY_PACKAGES = ("kubernetes", "kubernetes.client", "kubernetes.client.api", "kubernetes.client.models")
 DEFERRED_MODULES = ("google.auth.transport.requests",)  # for the kubeconfig's gcp auth provider
-IMPORT_LINE = re.compile(r"^from (kubernetes[\w.]*) import (\w+)\s*$", re.M)
-VERSION_LINE = re.compile(r"^__version__ = [\"']([^\"']+)[\"']", re.M)
+# `re` and `threading` are imported when a package is first loaded: `skycap --help` needs neither.
+IMPORT_LINE = r"^from (kubernetes[\w.]*) import (\w+)\s*$"
+VERSION_LINE = r"^__version__ = [\"']([^\"']+)[\"']"
 
 
 class LazyPackageFinder:
@@ -48,13 +47,15 @@ class LazyPackageLoader:
         if module.__name__ in DEFERRED_MODULES:
             module.__getattr__ = runs_on_first_read(module, self.real_loader)
             return
+        import re
+
         with open(module.__spec__.origin, encoding="utf-8") as file:
             text = file.read()
-        names = {name: source for source, name in IMPORT_LINE.findall(text)}
+        names = {name: source for source, name in re.findall(IMPORT_LINE, text, re.M)}
         if not names and module.__name__ != "kubernetes":  # not the layout this was written for
             self.real_loader.exec_module(module)
             return
-        version = VERSION_LINE.search(text)
+        version = re.search(VERSION_LINE, text, re.M)
         if version:
             module.__version__ = version.group(1)
         module.__getattr__ = imports_on_first_read(module, names)
@@ -84,6 +85,7 @@ def imports_on_first_read(module, names: dict[str, str]):
 
 def runs_on_first_read(module, real_loader):
     """A deferred module's __getattr__: the first read of a name it lacks runs the module's file."""
+    import threading
 
     lock = threading.Lock()
 
