@@ -48,7 +48,29 @@ def api_client(stage):
         raise BadInput(f"cannot use kubeconfig {path}: {exc}") from None
     configuration.connection_pool_maxsize = 32
     configuration.retries = 3
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    give_requests_a_timeout(api, api_timeout())
+    return api
+
+
+def api_timeout() -> float:
+    """Seconds an API request may take (SKYCAP_API_TIMEOUT, default 30) before it counts as unreachable."""
+    try:
+        return max(0.1, float(os.environ.get("SKYCAP_API_TIMEOUT", "30")))
+    except ValueError:
+        raise BadInput("SKYCAP_API_TIMEOUT must be a number of seconds") from None
+
+
+def give_requests_a_timeout(api, seconds: float) -> None:
+    """The client waits forever by default: an API server that accepts and never answers would hang a
+    deploy, a rollback or a status at 3 a.m. Calls that pass their own timeout (the watches) keep it."""
+    rest = api.rest_client
+    request = rest.request
+
+    def request_with_timeout(*args, _request_timeout=None, **kwargs):
+        return request(*args, _request_timeout=_request_timeout or (min(seconds, 10), seconds), **kwargs)
+
+    rest.request = request_with_timeout
 
 
 def _context_names(path: str) -> list[str]:

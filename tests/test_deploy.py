@@ -198,6 +198,31 @@ def test_cluster_unreachable(project, core_api, namespace, monkeypatch, tmp_path
     assert "Traceback" not in ran.stderr
 
 
+def test_an_api_server_that_never_answers_is_unreachable_not_a_hang(project, tmp_path):
+    """A port that accepts connections and says nothing: the deploy ends, as for a refused connection."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        node = project.commit("silent cluster")
+        mute = tmp_path / "mute-kubeconfig"
+        port = silent.getsockname()[1]
+        mute.write_text(project.cluster.kubeconfig.read_text().replace(project.cluster.server,
+                                                                       f"https://127.0.0.1:{port}"))
+        done = subprocess.run([sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test",
+                               f"rev={node}"], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "KUBECONFIG": str(mute), "SKYCAP_API_TIMEOUT": "1"})
+    finally:
+        silent.close()
+    assert done.returncode == 2, done.stderr
+    assert "cannot reach the Kubernetes API" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_unknown_kubeconfig_context(project, core_api, namespace):
     node = project.commit("bad context")
     project.edit_stage(lambda s: s["kubernetes"].update(context="staging-typo"))
