@@ -173,7 +173,7 @@ class HostConnection:
         try:
             channel = self.connection.transport.open_session(timeout=timeout)
             channel.settimeout(timeout)
-            channel.exec_command("sh -c " + shlex.quote(script))
+            channel.exec_command(remote_command(script, timeout))
             if stdin is not None:
                 _send_file(channel, stdin, deadline)
             channel.shutdown_write()
@@ -314,3 +314,12 @@ def _read_until_eof(channel, deadline: float) -> tuple[str, str]:
             raise socket.timeout()
         select.select([channel], [], [], remaining)
     return stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+
+
+def remote_command(script: str, seconds: float) -> str:
+    """`sh -c script` under the host's `timeout` where it has one, so a command we stop waiting for is
+    killed on the host too, children included (timeout signals its process group). The script is one
+    quoted argument, never spliced into the guard."""
+    guard = (f'if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 {seconds:.3f} sh -c "$1"; fi; '
+             'exec sh -c "$1"')
+    return "sh -c " + shlex.quote(guard) + " skycap " + shlex.quote(script)

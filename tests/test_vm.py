@@ -246,12 +246,27 @@ def test_cancel_in_the_middle_leaves_hosts_consistent_and_raises_interrupted(fak
     assert restarts(fake_vms[2]) == [NODE1]
 
 
-def test_command_timeout_stops_a_hanging_restart(fake_vms, archive):
-    vm = service(fake_vms, hosts=["vm1"], restart="sleep 5", command_timeout=0.5)
-    with pytest.raises(vmdeploy.VmDeployFailed) as failure:
-        vmdeploy.deploy(vm, archive, NODE1, release_name=R1)
-    assert "did not finish within 0.5 s" in failure.value.result.summary()
-    assert live(fake_vms[0]) is None
+def test_command_timeout_stops_a_hanging_restart_and_kills_it_on_the_host(fake_vms, archive):
+    vm = service(fake_vms, hosts=["vm1"], restart="sleep 300.25 && echo never", command_timeout=0.5)
+    try:
+        with pytest.raises(vmdeploy.VmDeployFailed) as failure:
+            vmdeploy.deploy(vm, archive, NODE1, release_name=R1)
+        assert "did not finish within 0.5 s" in failure.value.result.summary()
+        assert live(fake_vms[0]) is None
+        deadline = time.monotonic() + 30  # the sleep lasts 300 s: only a kill ends it before this
+        while subprocess.run(["pgrep", "-f", "sleep 300.25"], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the timed-out restart still runs on the host"
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["pkill", "-f", "sleep 300.25"], capture_output=True)
+
+
+def test_the_remote_command_is_one_quoted_argument():
+    from skycap.vm_ssh import remote_command
+
+    command = remote_command("echo 'a b' $HOME; touch x", 20)
+    assert command.endswith(" skycap 'echo '\"'\"'a b'\"'\"' $HOME; touch x'")
+    assert "timeout -k 5 20.000 sh -c" in command
 
 
 def test_connect_timeout_when_a_host_never_answers(fake_vms, archive, tmp_path):
