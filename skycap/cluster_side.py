@@ -46,7 +46,7 @@ class ClusterSide:
         self.lock = lock
         self.releases = call_api(session, "ledger", session.ledger.releases)
         mark_dead_releases(session, self.releases)
-        self.next_number = session.ledger.highest_number + 1
+        self.next_number = session.ledger.next_number
 
 
 def namespace_exists(core, name: str) -> None:

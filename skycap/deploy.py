@@ -162,7 +162,7 @@ def next_release_number(session: StageSession) -> int:
         if "does not exist" in str(exc):
             return 1
         raise
-    return session.ledger.highest_number + 1
+    return session.ledger.next_number
 
 
 def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, accept_new_host_keys) -> int:
@@ -196,7 +196,7 @@ def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, 
         state.error = exc.message
         record(ledger, state, "failed", exc.message)
         if rollback:
-            auto_rollback(session, state, phases, accept_new_host_keys)
+            auto_rollback(session, state, phases, accept_new_host_keys, previous)
         else:
             run.screen.warn("--no-rollback: the failed release stays in place")
         hooks_failed(hooks, stage, state, exc)
@@ -287,9 +287,10 @@ def prune_removed(session, state, previous) -> None:
         session.kubectl.delete(ours)
 
 
-def auto_rollback(session, state, phases, accept_new_host_keys: bool) -> None:
+def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) -> None:
+    """Back to `previous` (a future of the last good release, read while the rollout ran)."""
     run = session.run
-    target = session.ledger.last_good_before(state.release.number, state.releases)
+    target = call_api(session, "ledger", previous.result)
     if target is None:
         run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
                         f"release to roll back to; the failed release stays in place")

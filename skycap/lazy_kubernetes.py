@@ -24,7 +24,7 @@ VERSION_LINE = r"^__version__ = [\"']([^\"']+)[\"']"
 
 
 class LazyPackageFinder:
-    """A sys.meta_path finder for the four packages above; it defers to the normal path finder for the rest."""
+    """A sys.meta_path finder for the packages and modules above; the normal path finder has the rest."""
 
     def find_spec(self, name, path=None, target=None):
         if name not in LAZY_PACKAGES and name not in DEFERRED_MODULES:

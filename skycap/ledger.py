@@ -138,6 +138,14 @@ class Ledger:
                            f"it is the Secret {secret['metadata']['name']} in namespace {self.namespace}") from None
         return release
 
+    @property
+    def next_number(self) -> int:
+        """The number the next release gets, as the last listing saw the ledger."""
+        return self.highest_number + 1
+
+    def _listed(self, releases: list[Release] | None) -> list[Release]:
+        return self.releases() if releases is None else releases
+
     def current(self) -> Release | None:
         """The newest release with status deployed: what runs now."""
         return next((release for release in self.releases() if release.status == "deployed"), None)
@@ -145,7 +153,7 @@ class Ledger:
     def last_good_before(self, number: int, releases: list[Release] | None = None) -> Release | None:
         """The newest deployed-or-superseded release older than `number` that carries manifests.
         `releases`, here and below: a listing made under the stage lock, to use instead of listing again."""
-        for release in self.releases() if releases is None else releases:
+        for release in self._listed(releases):
             if release.number < number and release.status in GOOD_STATUSES and release.manifests_size > 0:
                 return self.get(release.number)
         return None
@@ -193,7 +201,7 @@ class Ledger:
             release.note = note
         self.update(release)
         if status == "deployed":
-            for older in self.releases() if releases is None else releases:
+            for older in self._listed(releases):
                 if older.status == "deployed" and older.number < release.number:
                     older.status = "superseded"
                     self.update(older)
@@ -202,15 +210,14 @@ class Ledger:
         """Mark every pending release interrupted: call it while holding the stage lock, when a pending
         release can only belong to a holder that died (or whose lock was broken). `releases`: a listing
         made under the lock, if the caller has one."""
-        abandoned = [release for release in (self.releases() if releases is None else releases)
-                     if release.status == "pending"]
+        abandoned = [release for release in self._listed(releases) if release.status == "pending"]
         for release in abandoned:
             self.finish(release, "interrupted", f"{release.note}; {note}" if release.note else note)
         return [release.number for release in abandoned]
 
     def prune(self, keep: int = DEFAULT_KEEP, releases: list[Release] | None = None) -> list[int]:
         """Delete the oldest releases beyond `keep`, never the current one nor a pending one."""
-        releases = self.releases() if releases is None else releases
+        releases = self._listed(releases)
         current = next((release for release in releases if release.status == "deployed"), None)
         doomed = [release.number for release in releases[keep:]
                   if release is not current and release.status != "pending"]
