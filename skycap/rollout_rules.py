@@ -31,17 +31,34 @@ class Status:
 
 
 class View:
-    """The namespace as last seen: kind -> name -> object (plain dicts, as the API returns them)."""
+    """The namespace as last seen: kind -> name -> object (plain dicts, as the API returns them).
+
+    Change it through set, drop and replace: they keep the index of owned objects true. The rules
+    ask every workload for its ReplicaSets and pods after each batch of changes; without the index
+    each of those questions scanned every object of the kind."""
 
     def __init__(self, objects: dict[str, dict[str, dict]] | None = None):
         self.objects = objects if objects is not None else {}
+        self._owned: dict[str, dict[str | None, list[dict]]] = {}  # kind -> controller uid -> objects
 
     @classmethod
     def of(cls, *objs: dict) -> "View":
         view = cls()
         for obj in objs:
-            view.objects.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+            view.set(obj["kind"], obj)
         return view
+
+    def set(self, kind: str, obj: dict) -> None:
+        self.objects.setdefault(kind, {})[obj["metadata"]["name"]] = obj
+        self._owned.pop(kind, None)
+
+    def drop(self, kind: str, name: str) -> None:
+        self.objects.get(kind, {}).pop(name, None)
+        self._owned.pop(kind, None)
+
+    def replace(self, kind: str, objs: list[dict]) -> None:
+        self.objects[kind] = {obj["metadata"]["name"]: obj for obj in objs}
+        self._owned.pop(kind, None)
 
     def get(self, kind: str, name: str) -> dict | None:
         return self.objects.get(kind, {}).get(name)
@@ -50,8 +67,12 @@ class View:
         return list(self.objects.get(kind, {}).values())
 
     def owned_by(self, kind: str, owner: dict) -> list[dict]:
-        uid = owner["metadata"].get("uid")
-        return [obj for obj in self.all(kind) if controller_uid(obj) == uid]
+        index = self._owned.get(kind)
+        if index is None:
+            index = self._owned[kind] = {}
+            for obj in self.objects.get(kind, {}).values():
+                index.setdefault(controller_uid(obj), []).append(obj)
+        return list(index.get(owner["metadata"].get("uid"), ()))
 
 
 # ----- helpers on plain objects -----

@@ -51,6 +51,22 @@ def check(obj, *others):
     return rules.RULES[obj["kind"]].check(obj, rules.View.of(obj, *others), NOW)
 
 
+def test_the_view_knows_what_each_object_owns_as_it_changes():
+    deployment = dep()
+    old, new = rs(deployment, "1"), rs(deployment, "2")
+    view = rules.View.of(deployment, old)
+    assert view.owned_by("ReplicaSet", deployment) == [old]
+    view.set("ReplicaSet", new)
+    assert view.owned_by("ReplicaSet", deployment) == [old, new]
+    view.drop("ReplicaSet", old["metadata"]["name"])
+    assert view.owned_by("ReplicaSet", deployment) == [new]
+    view.set("Pod", pod("web-a", owner=new))
+    assert [p["metadata"]["name"] for p in view.owned_by("Pod", new)] == ["web-a"]
+    view.replace("Pod", [pod("web-b", owner=new), pod("other", owner=old)])
+    assert [p["metadata"]["name"] for p in view.owned_by("Pod", new)] == ["web-b"]
+    assert view.owned_by("Pod", deployment) == []
+
+
 @pytest.mark.parametrize("kwargs, state, reason", [
     (dict(observed=1), "waiting", "controller to see"),
     (dict(updated=1), "waiting", "1 of 2 new replicas updated"),
