@@ -63,14 +63,15 @@ def image_digests(registry: str, images: Iterable[tuple[str, str, str]], insecur
     images = list(images)
     client = Registry(registry, insecure=insecure, timeout=timeout)
     unique = list(dict.fromkeys((repo, tag) for _, repo, tag in images))
-    if len(unique) <= 1:
-        found = {key: client.manifest_digest(*key) for key in unique}
-    else:
+    # The first question alone: it settles HTTPS or plain HTTP for a loopback registry, which the
+    # others would each find out with a TLS handshake of their own (a CA bundle load each).
+    found = {key: client.manifest_digest(*key) for key in unique[:1]}
+    if len(unique) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
-            futures = {key: pool.submit(client.manifest_digest, *key) for key in unique}
-        found = {key: future.result() for key, future in futures.items()}  # the first error, in order, is raised
+        with ThreadPoolExecutor(max_workers=min(workers, len(unique) - 1)) as pool:
+            futures = {key: pool.submit(client.manifest_digest, *key) for key in unique[1:]}
+        found.update((key, future.result()) for key, future in futures.items())  # the first error, in order
     return {service: found[(repo, tag)] for service, repo, tag in images}
 
 

@@ -66,6 +66,21 @@ def test_several_images_at_once(registry, images):
         "web": images["web"], "api": images["web"], "worker": images["worker"], "cron": None, "old": None}
 
 
+def test_several_images_try_https_once_on_a_plain_loopback_registry(registry, images, monkeypatch):
+    schemes = []
+    send = reg.Registry._send
+
+    def counting_send(self, method, url, headers, data):
+        schemes.append(url.split(":", 1)[0])
+        return send(self, method, url, headers, data)
+
+    monkeypatch.setattr(reg.Registry, "_send", counting_send)
+    wanted = [(f"svc{i}", "skytap/web", "0123456789ab") for i in range(4)] + \
+             [(f"other{i}", f"skytap/other{i}", "0123456789ab") for i in range(6)]
+    assert reg.check_images(registry.hostport, wanted) == wanted[4:]
+    assert schemes[0] == "https" and set(schemes[1:]) == {"http"}, schemes
+
+
 def test_require_images_names_each_missing_service(registry, images):
     wanted = [("web", "skytap/web", "0123456789ab"), ("cron", "skytap/cron", "0123456789ab")]
     message = error_of(reg.require_images, registry.hostport, wanted)
