@@ -49,3 +49,26 @@ def test_the_google_auth_module_runs_when_first_read():
         print(transport.Request.__name__, "google.oauth2.service_account" in sys.modules)
     """)
     assert out == "Request True"
+
+
+def test_what_the_client_imports_for_unused_features_runs_only_when_used():
+    out = in_fresh_python("""
+        import sys
+        import skycap
+        from kubernetes import client, config
+        client.CoreV1Api, config.load_kube_config
+        deferred = ["google.auth._default", "oauthlib.oauth2.rfc6749", "requests_oauthlib.oauth2_session",
+                    "dateutil.parser._parser", "multiprocessing.context"]
+        assert not [name for name in deferred if name in sys.modules], [n for n in deferred if n in sys.modules]
+        from kubernetes.config import kube_config
+        import google.auth, oauthlib.oauth2, requests_oauthlib
+        assert google.auth.default.__module__ == "google.auth._default"
+        assert kube_config.oauthlib.oauth2.rfc6749.errors.InvalidClientIdError.__name__ == "InvalidClientIdError"
+        assert requests_oauthlib.OAuth2Session.__name__ == "OAuth2Session"
+        when = client.ApiClient().deserialize(
+            type("R", (), {"data": '{"metadata": {"creationTimestamp": "2020-01-02T03:04:05Z"}}'})(), "V1Pod")
+        pool = client.ApiClient(pool_threads=2).pool
+        print(when.metadata.creation_timestamp.year, type(pool).__name__)
+        pool.close()
+    """)
+    assert out == "2020 ThreadPool"
