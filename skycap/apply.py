@@ -17,19 +17,20 @@ def split_phases(rendered, namespace: str) -> tuple[str, str]:
 
     The stage's own Namespace is left out: it exists by now (create_namespace made it, labelled,
     before the checks), and patching it would cost kubectl a download and parse of the API schema."""
-    from skycap.yamlio import dump_all
+    from skycap.yamlio import json_stream
 
     objects = [m for m in rendered.manifests if not (m.kind == "Namespace" and m.name == namespace)]
     early = [m.obj for m in objects if m.kind in EARLY_KINDS]
     rest = [m.obj for m in objects if m.kind not in EARLY_KINDS]
-    return (dump_all(early) if early else ""), (dump_all(rest) if rest else "")
+    return json_stream(early), json_stream(rest)
 
 
 def server_dry_run(session, rendered) -> None:
     from skycap.errors import CommandFailed
+    from skycap.yamlio import json_stream
 
     try:
-        session.kubectl.apply(rendered.to_yaml(), server_dry_run=True)
+        session.kubectl.apply(json_stream(m.obj for m in rendered.manifests), server_dry_run=True)
     except CommandFailed as exc:
         raise BadInput(f"the cluster rejected the rendered manifests (server-side dry run): "
                        f"{rejection_text(exc, rendered)}",
@@ -61,12 +62,12 @@ def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
     watch(session, state, phases, timeout=timeout, since=since)
 
 
-def apply_objects(session, manifests_yaml: str) -> list[str]:
+def apply_objects(session, manifests: str) -> list[str]:
     """Manifests that passed the server-side dry run, or that a release applied before: not schema-checked again."""
     from skycap.errors import CommandFailed
 
     try:
-        return session.kubectl.apply(manifests_yaml, validate=False)
+        return session.kubectl.apply(manifests, validate=False)
     except CommandFailed as exc:
         from skycap.kubectl import filter_output
 

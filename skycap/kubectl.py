@@ -165,8 +165,8 @@ class Kubectl:
 
     # ----- the calls the pipelines make -----
 
-    def apply(self, manifests_yaml: str, *, server_dry_run: bool = False, validate: bool = True) -> list[str]:
-        """One `kubectl apply` for the whole set; returns the kind/name of each object applied.
+    def apply(self, manifests: str, *, server_dry_run: bool = False, validate: bool = True) -> list[str]:
+        """One `kubectl apply` for the whole set (YAML, or JSON objects); returns the kind/name of each object applied.
 
         validate=False skips kubectl's schema check (unknown fields), for manifests that already passed it:
         against an API server without field validation, kubectl parses the whole OpenAPI document for it."""
@@ -175,7 +175,7 @@ class Kubectl:
             args.append("--dry-run=server")
         if not validate:
             args.append("--validate=false")
-        _, stdout = self.run(args, stdin=manifests_yaml)
+        _, stdout = self.run(args, stdin=manifests)
         return [line.strip() for line in stdout.splitlines() if line.strip()]
 
     def diff(self, manifests_yaml: str) -> tuple[int, str]:
