@@ -9,6 +9,8 @@ stops before its first change.
 
 from __future__ import annotations
 
+import threading
+
 from skycap.errors import BadInput, SkycapError
 from skycap.session import StageSession, call_api, lock_ttl, mark_dead_releases, prefetch
 
@@ -21,6 +23,7 @@ class ClusterSide:
         self.lock = None
         self.next_number: int | None = None
         self.releases: list = []  # the ledger as listed under the lock, newest first
+        self.client_imported = threading.Event()
         self._work = prefetch(self._prepare)
 
     def ready(self) -> ClusterSide:
@@ -37,6 +40,10 @@ class ClusterSide:
             delete_namespace(self.session)
 
     def _prepare(self) -> None:
+        try:
+            from kubernetes import client, config  # noqa: F401 - see client_imported
+        finally:
+            self.client_imported.set()
         from skycap.lock import StageLock
 
         session, stage = self.session, self.session.stage

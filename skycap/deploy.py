@@ -60,7 +60,9 @@ def resolve_render_check(session, state, phases, cluster, image_check: bool, acc
     """Everything that can fail before the first change; it ends with the stage lock held.
 
     A full 40-digit node is rendered and checked at once while hg confirms it beside the checks,
-    which report hg's verdict first."""
+    which report hg's verdict first. When no template reads `release`, the render and the checks do
+    not wait for the stage lock either; the number is stamped on the objects once the lock gives it."""
+    from skycap.render import restamp_release, templates_see_release
     from skycap.revision import predicted
 
     stage, run, rev = session.stage, session.run, state.rev
@@ -70,20 +72,26 @@ def resolve_render_check(session, state, phases, cluster, image_check: bool, acc
         with phases.phase(f"resolve rev={rev} in {stage.hg}"):
             state.revision = resolve_revision(stage, rev)
             show_revision(run, state.revision)
-    with phases.phase("take the stage lock"):
-        cluster.ready()
+    waiting = None if templates_see_release(stage) else cluster  # then the lock is awaited beside the checks
+    if waiting is None:
+        with phases.phase("take the stage lock"):
+            cluster.ready()
     if not image_check and stage.services:
         run.screen.warn("image check skipped (--skip-image-check)")
     try:
         with phases.phase("render templates"):
-            state.rendered = render(stage, state.revision, cluster.next_number)
+            state.rendered = render(stage, state.revision, cluster.next_number if waiting is None else 0)
     except SkycapError:
+        cluster.ready()  # a locked stage, then an unknown revision, are the first things to say
         if confirming:
-            confirming.result()  # an unknown revision is the first thing to say
+            confirming.result()
         raise
     confirm = f", confirm rev={rev} in {stage.hg}" if confirming else ""
-    with phases.phase(f"check images, validate with a server-side dry run, reach VM hosts{confirm}"):
-        run_checks(session, state, image_check, accept_new_host_keys, confirming)
+    lock = "take the stage lock, " if waiting else ""
+    with phases.phase(f"{lock}check images, validate with a server-side dry run, reach VM hosts{confirm}"):
+        run_checks(session, state, image_check, accept_new_host_keys, confirming, waiting)
+    if waiting:
+        restamp_release(state.rendered, cluster.next_number)
     if confirming is None:
         return
     confirmed = confirming.result()
@@ -116,22 +124,35 @@ def planned_deploy(session, state, phases, image_check: bool) -> int:
     return deploy_plan(session, state, phases)
 
 
-def run_checks(session, state, image_check: bool, accept_new_host_keys: bool, confirming=None) -> None:
-    """The read-only checks side by side; the first failure in this order is the one reported
-    (`confirming`, hg resolving the revision on a thread of its own, comes first)."""
+def run_checks(session, state, image_check: bool, accept_new_host_keys: bool, confirming=None, cluster=None) -> None:
+    """The read-only checks side by side; the first failure in this order is the one reported:
+    `cluster` (the stage lock and namespace, when the checks did not wait for them), `confirming`
+    (hg resolving the revision on a thread of its own), then the checks."""
     from concurrent.futures import ThreadPoolExecutor
 
     stage = session.stage
     checks = []
     if image_check and stage.services:
-        checks.append((check_images, stage, state.revision.tag))
+        checks.append((check_images, stage, state.revision.tag, cluster.client_imported if cluster else None))
     if stage.services:
         checks.append((server_dry_run, session, state.rendered))
     if stage.vm:
         checks.append((preflight_vms, stage, accept_new_host_keys))
-    with ThreadPoolExecutor(max_workers=len(checks) or 1) as pool:
-        futures = [pool.submit(func, *args) for func, *args in checks]
-    for future in ([confirming] if confirming else []) + futures:
+    pool = ThreadPoolExecutor(max_workers=len(checks) or 1)
+    futures = [pool.submit(func, *args) for func, *args in checks]
+    try:
+        if cluster is not None:
+            cluster.ready()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # read-only checks: no need to wait for them
+        raise
+    pool.shutdown(wait=True)
+    for (func, *args), future in zip([(None,)] + checks, [confirming] + futures):
+        if future is None:
+            continue
+        if func is server_dry_run and cluster is not None and cluster.made_namespace and future.exception():
+            server_dry_run(*args)  # it may have run before this deploy made the namespace
+            continue
         future.result()
 
 
@@ -141,7 +162,12 @@ def resolve_revision(stage, rev: str):
     return resolve(stage.hg_source, rev, stage.image_tag)
 
 
-def check_images(stage, tag: str) -> None:
+def check_images(stage, tag: str, client_imported=None) -> None:
+    """client_imported: set once the cluster client, imported on another thread, is in. It imports
+    requests and urllib3 as the registry check does, and two threads importing those at once can
+    get a half-made module (requests imports itself in a circle)."""
+    if client_imported is not None:
+        client_imported.wait()
     from skycap.registry import require_images
 
     require_images(stage.registry, [(s.name, s.image, tag) for s in stage.services.values()],

@@ -79,6 +79,18 @@ class DeployProject:
         return skycap("--project", str(self.root), *args)
 
 
+def run_while_locked(project: DeployProject, core_api, purpose: str, *args: str) -> Ran:
+    """Run skycap while another holder has the test stage's lock."""
+    from skycap.lock import StageLock
+
+    lock = StageLock(core_api, project.namespace, "test", purpose=purpose)
+    lock.acquire()
+    try:
+        return project.run(*args)
+    finally:
+        lock.release()
+
+
 def make_project(tmp_path: Path, repo, cluster, namespace: str, publish_image) -> DeployProject:
     root = tmp_path / "project"
     (root / "stages").mkdir(parents=True)

@@ -8,7 +8,7 @@ import json
 import pytest
 from kubernetes import client
 
-from tests.deployproject import SERVICES, make_project
+from tests.deployproject import SERVICES, make_project, run_while_locked
 
 
 @pytest.fixture
@@ -50,6 +50,45 @@ def test_deploy_rolls_out_and_records_the_release(project, core_api, namespace):
     assert "release 1" in ran.stderr and "log:" in ran.stderr
     [release] = releases(project)
     assert (release["number"], release["status"], release["node"], release["kind"]) == (1, "deployed", node, "deploy")
+
+
+def release_annotations(core_api, namespace) -> set[str]:
+    deployments_ = client.AppsV1Api(core_api).list_namespaced_deployment(namespace).items
+    config_maps = client.CoreV1Api(core_api).list_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/managed-by=skycap").items
+    return {o.metadata.annotations["skycap.io/release"] for o in deployments_ + config_maps}
+
+
+def test_objects_checked_before_the_lock_carry_the_number_it_gave(project, core_api, namespace):
+    node = project.commit("numbered")
+    for number in (1, 2):
+        ran = project.run("deploy", "test", f"rev={node}")
+        assert ran.code == 0, ran.stderr
+        assert "take the stage lock, check images" in ran.stderr  # no template reads `release`: one phase
+        assert release_annotations(core_api, namespace) == {str(number)}
+    stored = project.run("rollback", "test", "--output", "json")  # re-applies release 1's stored manifests
+    assert stored.code == 0, stored.stderr
+    assert release_annotations(core_api, namespace) == {"1"}
+
+
+def test_a_template_that_reads_the_release_number_waits_for_the_lock(project, core_api, namespace):
+    project.edit_template("web.yaml.j2", "  name: {{ service.name }}\n",
+                          "  name: {{ service.name }}\n  labels:\n    release: r{{ release }}\n")
+    node = project.commit("reads release")
+    for number in (1, 2):
+        ran = project.run("deploy", "test", f"rev={node}")
+        assert ran.code == 0, ran.stderr
+        assert "==> take the stage lock\n" in ran.stderr.replace("\r", "")
+        assert deployments(core_api, namespace)["web"].metadata.labels["release"] == f"r{number}"
+
+
+def test_a_locked_stage_is_said_before_a_template_error(project, core_api, namespace):
+    project.edit_template("web.yaml.j2", "{{ service.replicas }}", "{{ service.replicaz }}")
+    ran = run_while_locked(project, core_api, "deploy rev=other", "deploy", "test",
+                           f"rev={project.commit('locked and broken')}")
+    assert ran.code == 3, ran.stderr
+    assert "locked by" in ran.stderr and "replicaz" not in ran.stderr
+    assert nothing_changed(core_api, namespace)
 
 
 def test_a_config_change_rolls_the_pods_and_supersedes(project, core_api, namespace):
@@ -329,6 +368,39 @@ def test_create_namespace_makes_a_missing_namespace(project, core_api, namespace
         assert labels["skycap.io/stage"] == "test" and labels["app.kubernetes.io/managed-by"] == "skycap"
         applied = json.loads(ran.stdout)["applied"]
         assert "configmap/web-config" in applied and f"namespace/{fresh}" not in applied  # made before, not patched
+    finally:
+        client.CoreV1Api(core_api).delete_namespace(fresh)
+
+
+def test_a_dry_run_that_ran_before_the_deploy_made_its_namespace_runs_again(project, core_api, namespace,
+                                                                           monkeypatch):
+    import threading
+
+    from skycap import cluster_side, deploy
+
+    fresh = f"{namespace[:50]}-late"
+    project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))
+    first_dry_run_done, dry_runs = threading.Event(), []
+    real_dry_run, real_ensure = deploy.server_dry_run, cluster_side.ensure_namespace
+
+    def dry_run(*args):
+        try:
+            return real_dry_run(*args)
+        finally:
+            dry_runs.append(fresh)
+            first_dry_run_done.set()
+
+    def late_namespace(session):
+        assert first_dry_run_done.wait(60)  # the checks go first: the namespace is still missing for them
+        return real_ensure(session)
+
+    monkeypatch.setattr(deploy, "server_dry_run", dry_run)
+    monkeypatch.setattr(cluster_side, "ensure_namespace", late_namespace)
+    try:
+        ran = project.run("deploy", "test", f"rev={project.commit('late namespace')}")
+        assert ran.code == 0, ran.stderr
+        assert len(dry_runs) == 2
+        assert deployments(core_api, fresh)["web"].status.available_replicas == 2
     finally:
         client.CoreV1Api(core_api).delete_namespace(fresh)
 

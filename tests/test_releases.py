@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from skycap.lock import StageLock
-from tests.deployproject import make_project, start_deploy
+from tests.deployproject import make_project, run_while_locked, start_deploy
 
 
 @pytest.fixture
@@ -87,12 +87,7 @@ def test_rollback_of_a_never_deployed_stage(project):
 
 def test_a_locked_stage_exits_3_and_names_the_holder(project, core_api, namespace):
     node = project.commit("locked")
-    lock = StageLock(core_api, namespace, "test", purpose="deploy rev=other (release 4)")
-    lock.acquire()
-    try:
-        ran = project.run("deploy", "test", f"rev={node}")
-    finally:
-        lock.release()
+    ran = run_while_locked(project, core_api, "deploy rev=other (release 4)", "deploy", "test", f"rev={node}")
     assert ran.code == 3
     assert "locked by" in ran.stderr and "deploy rev=other (release 4)" in ran.stderr
     assert "skycap unlock test" in ran.stderr
