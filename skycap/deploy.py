@@ -198,15 +198,16 @@ def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, 
     ledger = session.ledger
     state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
                                  tags={name: state.revision.tag for name in stage.services},
-                                 manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm))
+                                 manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm),
+                                 number=number)
     lock.set_purpose(f"deploy rev={state.rev} (release {state.release.number})")
     if state.release.number != number:  # someone broke our lock and deployed meanwhile
         message = f"release number {number} was taken while this deploy held the lock"
         record(ledger, state, "failed", message + "; nothing was applied")
         raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
     state.releases = [state.release, *cluster.releases]  # the lock keeps this listing true
-    # What the previous release applied, for pruning: read while the rollout runs, not after it.
-    previous = prefetch(ledger.last_good_before, state.release.number, cluster.releases)
+    # The previous release, and what it applied that this one does not: read while the rollout runs.
+    previous = prefetch(previous_and_gone, ledger, state, cluster.releases)
     started = datetime.now(timezone.utc)
     try:
         if stage.vm and stage.vm_order == "before":
@@ -282,25 +283,32 @@ def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
 
 
 def after_success(session, state, previous) -> None:
-    """Delete what the previous release (a future of it) applied and this one does not; trim the ledger."""
+    """Delete what the previous release (a future of it and its gone objects) applied and this one
+    does not; trim the ledger."""
     ledger = session.ledger
     try:
-        prune_removed(session, state, call_api(session, "ledger", previous.result))
+        _, gone = call_api(session, "ledger", previous.result)
+        prune_removed(session, gone)
         ledger.prune(session.stage.keep_releases, state.releases)
     except SkycapError as exc:
         session.run.screen.warn(f"cleanup after the deploy failed (the deploy itself worked): {exc.message}")
 
 
-def prune_removed(session, state, previous) -> None:
+def previous_and_gone(ledger, state, releases) -> tuple:
+    """The last good release before this one, and the (kind, name) of what it applied that this one does not."""
+    previous = ledger.last_good_before(state.release.number, releases)
+    if not state.rendered or not state.rendered.manifests:
+        return previous, []  # never prune from an empty render
+    if previous is None or not previous.manifests:
+        return previous, []
+    current = {(m.kind, m.name) for m in state.rendered.manifests}
+    return previous, [(obj["kind"], obj["metadata"]["name"]) for obj in load_objects(previous.manifests)
+                      if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
+
+
+def prune_removed(session, gone) -> None:
     from skycap.render import STAGE_LABEL
 
-    if not state.rendered or not state.rendered.manifests:
-        return  # never prune from an empty render
-    if previous is None or not previous.manifests:
-        return
-    current = {(m.kind, m.name) for m in state.rendered.manifests}
-    gone = [(obj["kind"], obj["metadata"]["name"]) for obj in load_objects(previous.manifests)
-            if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
     if not gone:
         return
     refs = [f"{kind}/{name}" for kind, name in gone]
@@ -316,7 +324,7 @@ def prune_removed(session, state, previous) -> None:
 def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) -> None:
     """Back to `previous` (a future of the last good release, read while the rollout ran)."""
     run = session.run
-    target = call_api(session, "ledger", previous.result)
+    target, _ = call_api(session, "ledger", previous.result)
     if target is None:
         run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
                         f"release to roll back to; the failed release stays in place")

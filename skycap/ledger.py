@@ -161,8 +161,10 @@ class Ledger:
     # -- writing --------------------------------------------------------------------------------
 
     def begin(self, kind: str, *, rev=None, node=None, tags=None, manifests: str = "", services=None, note: str = "",
-              target=None) -> Release:
-        """Record a new pending release. Its number is the highest + 1, claimed by creating its Secret."""
+              target=None, number: int | None = None) -> Release:
+        """Record a new pending release. Its number is the highest + 1, claimed by creating its Secret;
+        `number`: that number as a listing made under the stage lock saw it, instead of listing again
+        (a number taken meanwhile is skipped, so the caller can tell)."""
         if kind not in KINDS:
             raise ValueError(f"unknown release kind {kind!r}")
         manifests = manifests or ""
@@ -171,8 +173,8 @@ class Ledger:
                           services=list(services or []), manifests=manifests,
                           manifests_size=len(manifests.encode()))
         chunks, digest = compress(manifests)
-        for number in itertools.count(self._highest_number() + 1):
-            release.number = number
+        for candidate in itertools.count(number or self._highest_number() + 1):
+            release.number = candidate
             if self._create_secret(self._release_secret(release, chunks[0], len(chunks) - 1, digest)):
                 break
         self._create_parts(release.number, chunks[1:])

@@ -85,6 +85,14 @@ def test_numbers_go_up_from_one(ledger):
     assert [release.number for release in ledger.releases()] == [3, 2, 1]
 
 
+def test_a_number_known_from_a_listing_is_claimed_without_listing_again(ledger, core_api, monkeypatch):
+    ledger.begin("deploy", manifests=MANIFESTS)
+    requests = count_requests(monkeypatch, core_api)
+    assert ledger.begin("deploy", manifests=MANIFESTS, number=2).number == 2
+    assert [method for method, _path in requests] == ["POST"]
+    assert ledger.begin("deploy", manifests=MANIFESTS, number=2).number == 3  # taken meanwhile: the next one
+
+
 def test_racing_begins_get_distinct_numbers(ledger):
     numbers, errors = [], []
     start = threading.Barrier(4)
