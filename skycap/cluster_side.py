@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from skycap.errors import BadInput, SkycapError
+from skycap.kube import drained
 from skycap.session import StageSession, call_api, lock_ttl, mark_dead_releases, prefetch
 
 
@@ -61,7 +62,7 @@ def namespace_exists(core, name: str) -> None:
     from kubernetes.client.rest import ApiException
 
     try:
-        core.read_namespace(name)
+        drained(core.read_namespace(name, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
             raise LookupError(name) from None
@@ -84,8 +85,9 @@ def ensure_namespace(session: StageSession) -> bool:
                        "create it, or set kubernetes.create_namespace: true in the stage file")
     from skycap.render import MANAGED_BY, STAGE_LABEL
 
-    call_api(session, "create namespace", core.create_namespace,
-             {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}})
+    drained(call_api(session, "create namespace", core.create_namespace,
+                     {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}},
+                     _preload_content=False))
     return True
 
 
@@ -95,7 +97,8 @@ def delete_namespace(session: StageSession) -> None:
 
     name = session.stage.namespace
     try:
-        call_api(session, "delete namespace", client.CoreV1Api(session.api).delete_namespace, name)
+        drained(call_api(session, "delete namespace", client.CoreV1Api(session.api).delete_namespace, name,
+                         _preload_content=False))
         session.run.screen.line(f"    deleted namespace {name} again: this deploy made it, and stopped before using it")
     except SkycapError as exc:
         session.run.screen.warn(f"could not delete namespace {name}, which this deploy made: {exc.message}")

@@ -73,6 +73,13 @@ def give_requests_a_timeout(api, seconds: float) -> None:
     rest.request = request_with_timeout
 
 
+def drained(response) -> bytes:
+    """The body of a `_preload_content=False` response, read to the end, which hands its connection
+    back to the pool. Left unread, the connection stays taken and the next request opens a new one:
+    a TLS handshake and a CA load each time."""
+    return response.data
+
+
 def _context_names(path: str) -> list[str]:
     import yaml
 

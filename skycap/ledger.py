@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from skycap.errors import BadInput
+from skycap.kube import drained
 from skycap.render import MANAGED_BY, STAGE_LABEL
 
 STATUSES = ("pending", "deployed", "failed", "rolled-back", "superseded", "interrupted", "recorded")
@@ -187,8 +188,8 @@ class Ledger:
         patch = {"metadata": {"labels": {STATUS_LABEL: release.status}},
                  "data": {DOCUMENT_KEY: _b64(encode_document(release))}}
         try:
-            self.core.patch_namespaced_secret(self.secret_name(release.number), self.namespace, patch,
-                                              _preload_content=False)
+            drained(self.core.patch_namespaced_secret(self.secret_name(release.number), self.namespace, patch,
+                                                      _preload_content=False))
         except ApiException as exc:
             self._raise_if_missing(exc, f"release {release.number} of stage {self.stage} is gone from the ledger")
             raise
@@ -227,8 +228,9 @@ class Ledger:
             self._delete_secret(self.secret_name(number))
         if doomed:
             numbers = ",".join(str(number) for number in doomed)
-            self.core.delete_collection_namespaced_secret(
-                self.namespace, label_selector=f"{self._stage_selector()},{PART_LABEL} in ({numbers})")
+            drained(self.core.delete_collection_namespaced_secret(
+                self.namespace, label_selector=f"{self._stage_selector()},{PART_LABEL} in ({numbers})",
+                _preload_content=False))
         return doomed
 
     # -- the Secrets ----------------------------------------------------------------------------
@@ -311,7 +313,7 @@ class Ledger:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.core.create_namespaced_secret(self.namespace, body, _preload_content=False)
+            drained(self.core.create_namespaced_secret(self.namespace, body, _preload_content=False))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -323,7 +325,7 @@ class Ledger:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.core.delete_namespaced_secret(name, self.namespace)
+            drained(self.core.delete_namespaced_secret(name, self.namespace, _preload_content=False))
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -341,7 +343,7 @@ class Ledger:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.core.read_namespace(self.namespace, _preload_content=False)
+            drained(self.core.read_namespace(self.namespace, _preload_content=False))
         except ApiException as exc:
             if exc.status == 404:
                 raise BadInput(f"namespace {self.namespace} (stage {self.stage}) does not exist",

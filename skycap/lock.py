@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from skycap.errors import BadInput, StageLocked
+from skycap.kube import drained
 from skycap.ledger import Ledger, Release, user_name, who_am_i
 from skycap.render import MANAGED_BY, STAGE_LABEL
 
@@ -328,8 +329,8 @@ def _delete_lease(leases, lease: dict, only_if_token: str | None = None) -> None
     metadata = lease["metadata"]
     preconditions = client.V1Preconditions(resource_version=metadata["resourceVersion"], uid=metadata["uid"])
     try:
-        leases.delete_namespaced_lease(metadata["name"], metadata["namespace"],
-                                       body=client.V1DeleteOptions(preconditions=preconditions))
+        drained(leases.delete_namespaced_lease(metadata["name"], metadata["namespace"], _preload_content=False,
+                                               body=client.V1DeleteOptions(preconditions=preconditions)))
     except ApiException as exc:
         if exc.status == 404:
             return

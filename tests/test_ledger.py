@@ -93,6 +93,19 @@ def test_a_number_known_from_a_listing_is_claimed_without_listing_again(ledger, 
     assert ledger.begin("deploy", manifests=MANIFESTS, number=2).number == 3  # taken meanwhile: the next one
 
 
+def test_ledger_requests_hand_their_connection_back(local_cluster, namespace):
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(local_cluster.kubeconfig), client_configuration=configuration)
+    ledger = Ledger(client.ApiClient(configuration), namespace, "staging")
+    for _ in range(3):
+        ledger.finish(ledger.begin("deploy", manifests=MANIFESTS), "deployed")
+    ledger.prune(keep=1)
+    pools = ledger.core.api_client.rest_client.pool_manager.pools
+    assert [pools[key].num_connections for key in pools.keys()] == [1]  # one TLS connection for them all
+
+
 def test_racing_begins_get_distinct_numbers(ledger):
     numbers, errors = [], []
     start = threading.Barrier(4)
