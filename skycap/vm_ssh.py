@@ -97,6 +97,7 @@ class HostConnection:
         self.connection = None
         self.sock: socket.socket | None = None
         self.known_hosts_files: list[Path] = []
+        self.revoked: set[tuple[str, str]] = set()  # (type, base64) of keys on @revoked lines
         self.recorded_key: str | None = None  # "fingerprint in file" when --accept-new-host-keys recorded one
 
     @property
@@ -213,19 +214,25 @@ class HostConnection:
         return sock
 
     def _load_known_hosts(self, connection) -> list[Path]:
-        """Load every known_hosts file that applies; return the user's files (new keys go to the first)."""
+        """Load every known_hosts file that applies; return the user's files (new keys go to the first).
+
+        A key on an `@revoked` line in any of them is trusted for no host, even where a plain line
+        lists it: a host offering it reaches the policy, which refuses it. (OpenSSH scopes the line by
+        its host pattern; this is stricter.)"""
         user_files = _user_known_hosts_files(connection.ssh_config)
-        keys = connection.client.get_host_keys()
         extra = [GLOBAL_KNOWN_HOSTS]
         if self.options.project_known_hosts:
             extra.append(self.options.project_known_hosts)
-        for path in [*user_files, *extra]:
-            if path.is_file():
-                try:
-                    keys.load(str(path))
-                except OSError as exc:
-                    raise HostUnreachable(self.spec, f"cannot read {path}: {exc.strerror or exc}") from None
         self.known_hosts_files = [p for p in [*user_files, *extra] if p.is_file()]  # for messages
+        files = []
+        for path in self.known_hosts_files:
+            try:
+                files.append(path.read_text(errors="replace").splitlines())
+            except OSError as exc:
+                raise HostUnreachable(self.spec, f"cannot read {path}: {exc.strerror or exc}") from None
+        self.revoked |= {key for lines in files for key in _revoked_keys(lines)}
+        for lines in files:
+            _add_known_hosts_lines(connection.client.get_host_keys(), lines, self.revoked)
         return user_files
 
     def _changed_key(self, exc) -> HostKeyRefused:
@@ -253,6 +260,16 @@ class _UnknownHostKeyPolicy:
         self.record_to = record_to
 
     def missing_host_key(self, client, hostname: str, key) -> None:
+        if (key.get_name(), key.get_base64()) in self.host.revoked:
+            files = ", ".join(str(p) for p in self.host.known_hosts_files)
+            raise HostKeyRefused(
+                self.host.spec,
+                f"host key REVOKED: {self.connection.host} port {self.connection.port} offers "
+                f"{key_type(key)} {fingerprint(key)}, which {files} marks @revoked; skycap refuses to connect "
+                "(--accept-new-host-keys never accepts a revoked key)",
+                "the VM needs a new host key; once its owner has made one, record it with "
+                "--accept-new-host-keys or ssh-keyscan",
+                fingerprint(key))
         if self.host.options.accept_new_host_keys and self.record_to is not None:
             _record_host_key(self.record_to, hostname, key)
             self.host.recorded_key = f"{key_type(key)} {fingerprint(key)} in {self.record_to}"
@@ -278,6 +295,32 @@ def _record_host_key(path: Path, hostname: str, key) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a") as out:
             out.write(HostKeyEntry([hostname], key).to_line())
+
+
+def _revoked_keys(lines: list[str]) -> set[tuple[str, str]]:
+    """(type, base64) of the key on each `@revoked HOSTS TYPE KEY` line."""
+    return {(fields[2], fields[3]) for fields in map(str.split, lines)
+            if len(fields) >= 4 and fields[0] == "@revoked"}
+
+
+def _add_known_hosts_lines(keys, lines: list[str], revoked: set[tuple[str, str]]) -> None:
+    """Give paramiko the plain lines of a known_hosts file whose key is not revoked. paramiko's own
+    loader fails on marker lines, so one @revoked line used to stop every connection. A line that
+    cannot be read is skipped, as OpenSSH does; so is @cert-authority (paramiko does not check host
+    certificates, so such a line vouches for nothing here)."""
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+    from paramiko.ssh_exception import SSHException
+
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3 or fields[0].startswith(("#", "@")) or (fields[1], fields[2]) in revoked:
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line.strip())
+        except (InvalidHostKey, SSHException):
+            continue
+        for name in entry.hostnames if entry is not None else ():
+            keys.add(name, entry.key.get_name(), entry.key)
 
 
 def _user_known_hosts_files(ssh_config) -> list[Path]:

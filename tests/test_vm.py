@@ -322,6 +322,31 @@ def test_changed_host_key_is_refused_even_with_accept_new_host_keys(fake_vms, ar
     assert all(live(host) == R1 for host in fake_vms)
 
 
+@pytest.mark.parametrize("also_listed", [False, True])
+def test_a_revoked_host_key_is_refused_even_with_accept_new_host_keys(fake_vms, archive, isolated_home,
+                                                                      also_listed):
+    known_hosts = isolated_home / ".ssh" / "known_hosts"
+    revoked_key = fake_vms[1].public_host_key()
+    others = fake_vms[0].known_hosts_line() + fake_vms[2].known_hosts_line()
+    listed = fake_vms[1].known_hosts_line() if also_listed else ""  # a plain line does not undo @revoked
+    known_hosts.write_text(f"@revoked * {revoked_key}\n" + others + listed)
+    vm = service(fake_vms)
+    with pytest.raises(vmdeploy.VmDeployFailed) as failure:
+        vmdeploy.deploy(vm, archive, NODE1, release_name=R1, accept_new_host_keys=True)
+    summary = failure.value.result.summary()
+    assert "host key REVOKED" in summary and ssh_fingerprint(fake_vms[1]) in summary
+    assert all(live(host) is None for host in fake_vms)
+    assert known_hosts.read_text() == f"@revoked * {revoked_key}\n" + others + listed  # nothing recorded
+
+
+def test_marker_and_unreadable_known_hosts_lines_do_not_stop_the_others(fake_vms, archive, isolated_home):
+    ca_key = fake_vms[0].public_host_key()
+    (isolated_home / ".ssh" / "known_hosts").write_text(
+        f"@cert-authority *.example.com {ca_key}\nnot a known_hosts line\nhost ssh-ed25519 !!!\n"
+        + fake_vms.known_hosts())
+    assert vmdeploy.deploy(service(fake_vms), archive, NODE1, release_name=R1).ok
+
+
 def test_host_key_errors_are_raised_as_such_by_the_connection(fake_vms, isolated_home):
     from skycap.vm_ssh import HostConnection, SshOptions
 
