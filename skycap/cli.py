@@ -314,6 +314,8 @@ def run() -> None:
         main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if "skycap.proc" in sys.modules:
+            sys.modules["skycap.proc"].stop_running()  # nothing left behind by a run that stopped early
         if "kubernetes" not in sys.modules:
             raise
         import os

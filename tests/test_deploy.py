@@ -91,6 +91,28 @@ def test_a_locked_stage_is_said_before_a_template_error(project, core_api, names
     assert nothing_changed(core_api, namespace)
 
 
+def test_a_deploy_refused_for_the_lock_leaves_no_check_running(project, core_api, namespace, kubeconfig):
+    import os
+    import subprocess
+    import sys
+
+    from skycap.lock import StageLock
+
+    node = project.commit("checks in flight")
+    lock = StageLock(core_api, namespace, "test", purpose="deploy rev=other")
+    lock.acquire()
+    try:
+        done = subprocess.run([sys.executable, "-m", "skycap.cli", "--project", str(project.root), "deploy", "test",
+                               f"rev={node}"], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                              capture_output=True, text=True, timeout=120)
+        left = [subprocess.run(["pgrep", "-af", "--", pattern], capture_output=True, text=True).stdout
+                for pattern in (f"--namespace {namespace} ", node)]  # the dry run; hg confirming the node
+    finally:
+        lock.release()
+    assert done.returncode == 3, done.stderr
+    assert left == ["", ""]
+
+
 def test_a_config_change_rolls_the_pods_and_supersedes(project, core_api, namespace):
     node = project.commit("first")
     ran = project.run("deploy", "test", f"rev={node}")
