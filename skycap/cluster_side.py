@@ -1,10 +1,10 @@
-"""The cluster side of a deploy, done on a thread while hg resolves the revision: the client's slow
-import, the namespace (made when the stage asks for it), the stage lock, and the ledger read under
-the lock (releases left pending by dead deploys marked, the next release number).
+"""The cluster side of a deploy, done on a thread from the start: the client's slow import, the
+namespace (made when the stage asks for it), the stage lock, and the ledger read under the lock
+(releases left pending by dead deploys marked, the next release number).
 
-A locked stage is refused before any check runs, and the checks do not wait for any of it.
-Nothing here changes the stage's services; a namespace made here is deleted again if the deploy
-stops before its first change.
+The render and the checks run beside it (unless a template reads `release`), and a locked stage is
+reported before any check's verdict. Nothing here changes the stage's services; a namespace made
+here is deleted again if the deploy stops before its first change.
 """
 
 from __future__ import annotations

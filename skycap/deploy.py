@@ -147,9 +147,9 @@ def run_checks(session, state, image_check: bool, accept_new_host_keys: bool, co
         pool.shutdown(wait=False, cancel_futures=True)  # read-only checks: no need to wait for them
         raise
     pool.shutdown(wait=True)
-    for (func, *args), future in zip([(None,)] + checks, [confirming] + futures):
-        if future is None:
-            continue
+    if confirming is not None:
+        confirming.result()
+    for (func, *args), future in zip(checks, futures):
         if func is server_dry_run and cluster is not None and cluster.made_namespace and future.exception():
             server_dry_run(*args)  # it may have run before this deploy made the namespace
             continue

@@ -5,9 +5,9 @@ kubeconfig loader imports Google's auth library for an auth provider few kubecon
 use: 0.4 s of a deploy's or a status's start, for the handful of names Skycap uses. The finder
 installed here gives `kubernetes`, `kubernetes.client`, `kubernetes.client.api` and
 `kubernetes.client.models` module objects that import a name when it is first read, from the same
-`from X import Name` lines the package file holds, and runs the Google module's file only when
-something in it is first read. A package file without such lines (another client layout) runs
-as usual, and so does everything else.
+`from X import Name` lines the package file holds, and runs each module of DEFERRED_MODULES only
+when something in it is first read (or called, for CALLED_LATER). A package file without such
+lines (another client layout) runs as usual, and so does everything else.
 """
 
 from __future__ import annotations

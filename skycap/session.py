@@ -159,7 +159,7 @@ def record(ledger, state, status: str, note: str) -> None:
     release.applied = list(state.applied)
     release.vm = {name: result.get("release") for name, result in state.vm_results.items()
                   if result.get("action") == "deploy" and result.get("hosts")}
-    ledger.finish(release, status, note=note[:2000], releases=getattr(state, "releases", None))
+    ledger.finish(release, status, note=note[:2000], releases=state.releases)
 
 
 @contextmanager
