@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(golang-go rsync jq make dpkg-dev docker-registry openssh-server openssl python3-venv)
+# The control plane's build and registry, sshd for VM tests, and the real node: containerd, runc, CNI
+# plugins, iptables and conntrack for kube-proxy, busybox for the runnable images, gcc for pause.
+APT_PACKAGES=(golang-go rsync jq make dpkg-dev docker-registry openssh-server openssl python3-venv
+              containerd runc containernetworking-plugins iptables conntrack iproute2 busybox-static
+              gcc libc6-dev)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
@@ -36,8 +40,12 @@ fi
 .venv/bin/python -m compileall -q skycap >/dev/null
 
 bin_dir=${SKYCAP_KUBE_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skycap/kubernetes-1.20.2}
-if [ ! -x "$bin_dir/kube-apiserver" ] || [ ! -x "$bin_dir/kube-controller-manager" ]; then
-  echo "setup: building kube-apiserver and kube-controller-manager into $bin_dir (once; ~8 min on 2 cores)" >&2
+need_build=false
+for binary in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy pause.c; do
+  [ -e "$bin_dir/$binary" ] || need_build=true
+done
+if $need_build; then
+  echo "setup: building Kubernetes 1.20.2 (apiserver, controller-manager, scheduler, kubelet, kube-proxy) into $bin_dir (once; ~10 min on 2 cores)" >&2
   mkdir -p "$(dirname "$bin_dir")"
   bash skycap/localcluster/build-kubernetes.sh "$bin_dir" > "$(dirname "$bin_dir")/build.log" 2>&1 \
     || { echo "setup: the build failed; see $(dirname "$bin_dir")/build.log" >&2; tail -20 "$(dirname "$bin_dir")/build.log" >&2; exit 1; }

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager 1.20.2 from Debian 12's
-# `kubernetes` source package, once, into $1 (the cache folder).
+# Builds the local cluster's Kubernetes 1.20.2 binaries (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy) from Debian 12's `kubernetes` source package, once, into
+# $1 (the cache folder), and keeps pause.c from the same tree beside them for the pause image.
+# A cache that holds some of them (an older Skycap built two) is completed, not rebuilt.
 # Needs: apt-get (a deb-src entry is made privately), golang-go, rsync, jq.
 set -euo pipefail
 dest=${1:?usage: build-kubernetes.sh DEST_DIR}
 version=1.20.2
 work=${SKYCAP_BUILD_DIR:-$(dirname "$dest")/build-$version}
-if [ -x "$dest/kube-apiserver" ] && [ -x "$dest/kube-controller-manager" ]; then
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+missing=()
+for name in "${binaries[@]}"; do
+  [ -x "$dest/$name" ] || missing+=("$name")
+done
+if [ ${#missing[@]} -eq 0 ] && [ -f "$dest/pause.c" ]; then
   echo "already built: $dest"; exit 0
 fi
 for tool in go rsync jq make apt-get; do
@@ -33,8 +40,14 @@ if [ ! -d "kubernetes-$version" ]; then
   tar xzf "$tarball"
 fi
 cd "kubernetes-$version"
-CGO_ENABLED=0 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+what=()
+for name in "${missing[@]}"; do what+=("cmd/$name"); done
+if [ ${#what[@]} -gt 0 ]; then
+  CGO_ENABLED=0 make WHAT="${what[*]}"
+fi
 mkdir -p "$dest.tmp"
-cp _output/bin/kube-apiserver _output/bin/kube-controller-manager "$dest.tmp/"
+[ -d "$dest" ] && cp -a "$dest/." "$dest.tmp/"
+for name in "${missing[@]}"; do cp "_output/bin/$name" "$dest.tmp/"; done
+cp build/pause/linux/pause.c "$dest.tmp/pause.c"
 rm -rf "$dest"; mv "$dest.tmp" "$dest"
 echo "built: $dest"
