@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # The control plane's build and registry, sshd for VM tests, and the real node: containerd, runc, CNI
 # plugins, iptables and conntrack for kube-proxy, busybox for the runnable images, gcc for pause.
 APT_PACKAGES=(golang-go rsync jq make dpkg-dev docker-registry openssh-server openssl python3-venv
-              containerd runc containernetworking-plugins iptables conntrack iproute2 busybox-static
+              containerd runc containernetworking-plugins iptables conntrack iproute2 busybox-static socat
               gcc libc6-dev)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

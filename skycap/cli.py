@@ -214,7 +214,10 @@ def local_cluster():
 @local_cluster.command("up")
 @click.option("--ports", type=click.Choice(["default", "auto"]), default="default",
               help="auto picks free ports instead of the fixed defaults.")
-def local_cluster_up(ports):
+@click.option("--nodes", type=click.Choice(["real", "simulated"]), default=None,
+              help="real (the default): kubelet and containerd run the pods; simulated: a simulator "
+                   "writes pod statuses, for machines that cannot run containers.")
+def local_cluster_up(ports, nodes):
     """Start it (idempotent); prints the shell exports to eval."""
     from skycap.localcluster import cluster
 
@@ -222,7 +225,7 @@ def local_cluster_up(ports):
     if ports == "auto":
         names = list(cluster.DEFAULT_PORTS)
         chosen = dict(zip(names, cluster.free_ports(len(names))))
-    state = cluster.up(ports=chosen)
+    state = cluster.up(ports=chosen, nodes=nodes)
     click.echo(state.exports(), nl=False)
     click.echo(f"# kubectl: kubectl --context {cluster.CONTEXT} get pods -A   registry: {state.registry}", err=True)
 
@@ -239,7 +242,7 @@ def local_cluster_down(purge):
 
 @local_cluster.command("status")
 def local_cluster_status():
-    """Each part: running, healthy, pid. Exit 1 unless all are healthy."""
+    """Each part: running, healthy, pid (kubelet: healthy when its node is Ready). Exit 1 unless all are healthy."""
     from skycap.localcluster import cluster
 
     parts = cluster.status()

@@ -1,4 +1,4 @@
-"""The embedded control plane: real apiserver, controller-manager, registry and node simulator."""
+"""The embedded local cluster: real apiserver, controller-manager, scheduler, registry and a real node."""
 
 import json
 import os
@@ -41,30 +41,76 @@ def pod_waiting_reasons(local_cluster, namespace, app):
             for p in pods["items"] for s in p.get("status", {}).get("containerStatuses", [])}
 
 
-def test_deployment_becomes_available_through_the_simulator(local_cluster, namespace, publish):
+def service(name, node_port=None):
+    port = {"port": 80, "targetPort": 8080, **({"nodePort": node_port} if node_port else {})}
+    return json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                       "spec": {"type": "NodePort", "selector": {"app": name}, "ports": [port]}})
+
+
+def http_get(url, timeout=5.0):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+def test_pods_run_on_the_real_node_and_answer_through_a_node_port(local_cluster, real_node, namespace, publish):
     publish("demo/web", "v1")
     kubectl(local_cluster, "-n", namespace, "apply", "-f", "-",
             stdin=deployment("web", f"{local_cluster.registry}/demo/web:v1", replicas=2))
+    kubectl(local_cluster, "-n", namespace, "apply", "-f", "-", stdin=service("web"))
     out = kubectl(local_cluster, "-n", namespace, "rollout", "status", "deployment/web", "--timeout=60s")
     assert "successfully rolled out" in out
     pods = json.loads(kubectl(local_cluster, "-n", namespace, "get", "pods", "-o", "json"))["items"]
-    assert len(pods) == 2
-    assert all(p["status"]["phase"] == "Running" and p["spec"]["nodeName"].startswith("sim-node-") for p in pods)
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods)
+    nodes = {p["spec"]["nodeName"] for p in pods}
+    assert nodes == {"skycap-node"}
+    info = json.loads(kubectl(local_cluster, "get", "node", "skycap-node", "-o", "json"))["status"]["nodeInfo"]
+    assert info["containerRuntimeVersion"].startswith("containerd://")
+    assert all(p["status"]["podIP"].startswith("198.19.") for p in pods)
+
+    # From the host: the pod by its own address, and the Service through its NodePort on the node.
+    pod = pods[0]
+    assert http_get(f"http://{pod['status']['podIP']}:8080/") == f"demo/web:v1 on pod {pod['metadata']['name']}\n"
+    svc = json.loads(kubectl(local_cluster, "-n", namespace, "get", "service", "web", "-o", "json"))
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    page = wait_for(lambda: _try(http_get, f"http://{real_node.node_address}:{node_port}/"))
+    assert page.startswith("demo/web:v1 on pod web-")
+
+    logs = kubectl(local_cluster, "-n", namespace, "logs", pod["metadata"]["name"])
+    assert f"skycap demo image demo/web:v1 starting on pod {pod['metadata']['name']}" in logs
+    assert kubectl(local_cluster, "-n", namespace, "exec", pod["metadata"]["name"], "--", "cat",
+                   "/tmp/www/health") == "ok\n"
+
+
+def _try(func, *args):
+    try:
+        return func(*args)
+    except OSError:
+        return None
 
 
 def test_missing_image_goes_to_image_pull_back_off(local_cluster, namespace):
     kubectl(local_cluster, "-n", namespace, "apply", "-f", "-",
             stdin=deployment("ghost", f"{local_cluster.registry}/demo/never-pushed:v1"))
-    wait_for(lambda: "ImagePullBackOff" in pod_waiting_reasons(local_cluster, namespace, "ghost"), timeout=20)
-    events = kubectl(local_cluster, "-n", namespace, "get", "events", "--field-selector", "type=Warning")
-    assert "not found" in events
+    wait_for(lambda: pod_waiting_reasons(local_cluster, namespace, "ghost") & {"ErrImagePull", "ImagePullBackOff"},
+             timeout=30)
+    wait_for(lambda: "not found" in kubectl(local_cluster, "-n", namespace, "get", "events",
+                                            "--field-selector", "type=Warning"), timeout=20)
 
 
-def test_crash_label_produces_crash_loop_back_off(local_cluster, namespace, publish):
-    publish("demo/crasher", "v1", {"skycap.sim/behaviour": "crash"})
+def test_a_crashing_image_exits_3_and_goes_to_crash_loop_back_off(local_cluster, namespace, publish):
+    publish("demo/crasher", "v1", {"skycap.io/behaviour": "crash"})
     kubectl(local_cluster, "-n", namespace, "apply", "-f", "-",
             stdin=deployment("crasher", f"{local_cluster.registry}/demo/crasher:v1"))
-    wait_for(lambda: "CrashLoopBackOff" in pod_waiting_reasons(local_cluster, namespace, "crasher"))
+    wait_for(lambda: "CrashLoopBackOff" in pod_waiting_reasons(local_cluster, namespace, "crasher"), timeout=40)
+    if local_cluster.nodes == "real":
+        pod = json.loads(kubectl(local_cluster, "-n", namespace, "get", "pods", "-l", "app=crasher",
+                                 "-o", "json"))["items"][0]
+        last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+        assert (last["exitCode"], last["reason"]) == (3, "Error")
+        logs = kubectl(local_cluster, "-n", namespace, "logs", "--previous", pod["metadata"]["name"])
+        assert "crashing on purpose: exit 3" in logs
 
 
 def test_terminating_pods_are_finished(local_cluster, namespace, publish):
@@ -73,35 +119,115 @@ def test_terminating_pods_are_finished(local_cluster, namespace, publish):
             stdin=deployment("web", f"{local_cluster.registry}/demo/web:v1"))
     kubectl(local_cluster, "-n", namespace, "rollout", "status", "deployment/web", "--timeout=60s")
     kubectl(local_cluster, "-n", namespace, "delete", "deployment", "web", "--wait=false")
-    wait_for(lambda: json.loads(kubectl(local_cluster, "-n", namespace, "get", "pods", "-o", "json"))["items"] == [])
+    wait_for(lambda: json.loads(kubectl(local_cluster, "-n", namespace, "get", "pods", "-o", "json"))["items"] == [],
+             timeout=45)
 
 
 def test_status_reports_every_part_healthy(local_cluster):
     parts = cluster.status(local_cluster.path)
-    assert set(parts) == set(cluster.PARTS)
+    assert set(parts) == set(local_cluster.parts)
     assert all(info["healthy"] for info in parts.values()), parts
 
 
-def test_up_down_up_in_a_second_folder_leaves_no_process(tmp_path, monkeypatch):
-    """A second, independent cluster: up is idempotent, down stops exactly its pids, up again works."""
+def _second_cluster(tmp_path, monkeypatch, nodes="real"):
     from tests.fixtures.cluster import BINARIES
 
     monkeypatch.setenv("SKYCAP_KUBE_BIN_DIR", str(BINARIES))
     names = list(cluster.DEFAULT_PORTS)
     ports = dict(zip(names, cluster.free_ports(len(names))))
-    state = cluster.up(ports=ports, directory=tmp_path)
+    return cluster.up(ports=ports, directory=tmp_path, nodes=nodes)
+
+
+def _traces(state):
+    """What of this cluster's node is left on the machine."""
+    from skycap.localcluster import network, node
+
+    paths = state.node_paths
+    mounts = [line.split()[4] for line in open("/proc/self/mountinfo")
+              if line.split()[4].startswith((str(state.path), str(paths.run)))]
+    return {"processes": [part for part, pid in state.pids.items() if cluster._alive(pid, state.commands[part])],
+            "containers and shims": node.shims_and_containers(paths),
+            "netns": network.Link(state.slot).netns_path.exists(),
+            "veth": subprocess.run(["ip", "link", "show", state.link.host_veth], capture_output=True).returncode == 0,
+            "mounts": mounts}
+
+
+def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and_a_reboot(
+        tmp_path, monkeypatch, local_cluster, real_node):
+    state = _second_cluster(tmp_path, monkeypatch)
     try:
-        pids = dict(state.pids)
+        assert state.slot != local_cluster.slot
+        kubectl(state, "apply", "-f", "-", stdin=deployment("pause", f"{state.registry}/skycap/pause:3.4"))
+        kubectl(state, "rollout", "status", "deployment/pause", "--timeout=60s")
+        from skycap.localcluster import node
+
+        assert _traces(state)["containers and shims"]
+
+        # A killed containerd: up starts it again, and the node runs pods again.
+        os.kill(state.pids["containerd"], 9)
         again = cluster.up(directory=tmp_path)
-        assert again.pids == pids
+        assert again.pids["containerd"] != state.pids["containerd"]
+        kubectl(again, "scale", "deployment/pause", "--replicas=2")
+        kubectl(again, "rollout", "status", "deployment/pause", "--timeout=60s")
+        pod_netns = node._pod_namespaces(again.link)
+        assert len(pod_netns) >= 2
+
         stopped = cluster.down(directory=tmp_path)
-        assert set(stopped) == set(cluster.PARTS)
-        assert not any(os.path.exists(f"/proc/{pid}") and cluster._alive(pid, state.commands[part])
-                       for part, pid in pids.items())
+        assert set(stopped) == set(again.parts)
+        traces = _traces(again)
+        assert traces == {"processes": [], "containers and shims": [], "netns": False, "veth": False,
+                          "mounts": []}
+        assert not [path for path in pod_netns if path.exists()]
+
+        # A reboot: every process gone, /run emptied, the namespace gone; up makes it all again.
         state = cluster.up(directory=tmp_path)
         assert all(info["healthy"] for info in cluster.status(tmp_path).values())
+        for part, pid in state.pids.items():
+            os.kill(pid, 9)
+        node_pids = _traces(state)["containers and shims"]
+        for pid in node_pids:
+            os.kill(pid, 9)
+        from skycap.localcluster import network
+
+        node.remove_runtime_state(state.node_paths)
+        network.remove(state.link)
+        state = cluster.up(directory=tmp_path)
+        kubectl(state, "rollout", "status", "deployment/pause", "--timeout=60s")
     finally:
         cluster.down(directory=tmp_path)
+
+
+def test_simulated_nodes_are_named_as_a_simulation(tmp_path, monkeypatch, local_cluster, publish):
+    state = _second_cluster(tmp_path, monkeypatch, nodes="simulated")
+    try:
+        nodes = json.loads(kubectl(state, "get", "nodes", "-o", "json"))["items"]
+        assert nodes and all(n["metadata"]["name"].startswith("simulated-node-") for n in nodes)
+        assert set(cluster.status(tmp_path)) == set(cluster.CONTROL_PLANE + cluster.SIMULATED_NODE)
+        with pytest.raises(cluster.BadInput, match="runs with simulated nodes"):
+            cluster.up(directory=tmp_path, nodes="real")
+    finally:
+        cluster.down(directory=tmp_path)
+
+
+def test_a_machine_that_cannot_run_containers_is_told_why_and_what_to_do():
+    """Not root: one message naming the cause and the two ways out; nothing started."""
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="skycap-not-root-"))  # in /tmp: the user `nobody` can reach it
+    os.chown(folder, 65534, 65534)
+    env = {**os.environ, "SKYCAP_LOCAL_CLUSTER_DIR": str(folder / "cluster"), "HOME": str(folder),
+           "XDG_STATE_HOME": str(folder / "state"), "XDG_CACHE_HOME": str(folder / "cache")}
+    try:
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                               "-m", "skycap.cli", "local-cluster", "up"], capture_output=True, text=True, env=env)
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 2, done.stderr
+    assert "cannot run the local cluster's real node: it runs as root only" in done.stderr
+    assert "skycap local-cluster up --nodes simulated" in done.stderr
 
 
 def test_a_taken_port_is_named(tmp_path, monkeypatch):
@@ -125,7 +251,7 @@ def test_missing_binaries_dir_says_what_to_do(tmp_path, monkeypatch):
     from skycap.errors import BadInput
 
     monkeypatch.setenv("SKYCAP_KUBE_BIN_DIR", str(tmp_path / "nothing-here"))
-    with pytest.raises(BadInput, match="lacks kube-apiserver"):
+    with pytest.raises(BadInput, match="lacks kube-apiserver, kube-controller-manager, kube-scheduler, kubelet"):
         cluster.ensure_binaries()
 
 

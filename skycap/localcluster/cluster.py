@@ -1,5 +1,7 @@
-"""The embedded local control plane: etcd, kube-apiserver, kube-controller-manager,
-an image registry and the node simulator, all on loopback, started and stopped by pid."""
+"""The embedded local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and an
+image registry on loopback, and one real node (containerd, kubelet, kube-proxy) in a network
+namespace of its own (see network.py and node.py); or, with `--nodes simulated`, the node
+simulator instead of the node. Every process is started and stopped by pid."""
 
 from __future__ import annotations
 
@@ -19,11 +21,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skycap.errors import BadInput, SkycapError
+from skycap.localcluster import network, node
+from skycap.localcluster.network import Link
 
 KUBE_VERSION = "1.20.2"
 CONTEXT = "skycap-local"
 DEFAULT_PORTS = {"etcd": 12379, "etcd_peer": 12380, "apiserver": 16443, "registry": 15000}
-PARTS = ("etcd", "registry", "apiserver", "controller-manager", "simulator")
+CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager")
+# In start order; `down` stops them in reverse. The link-* parts forward the apiserver and the
+# registry from loopback to the host's end of the node's link, where the node reaches them.
+REAL_NODE = ("link-apiserver", "link-registry", "scheduler", "containerd", "kubelet", "kube-proxy")
+SIMULATED_NODE = ("simulator",)
+NODE_MODES = ("real", "simulated")
+PARTS = CONTROL_PLANE + REAL_NODE
 
 
 def state_dir() -> Path:
@@ -48,6 +58,20 @@ class ClusterState:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     pids: dict[str, int] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+    nodes: str = "real"
+    slot: int | None = None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return CONTROL_PLANE + (REAL_NODE if self.nodes == "real" else SIMULATED_NODE)
+
+    @property
+    def link(self) -> Link:
+        return Link(self.slot or 0)
+
+    @property
+    def node_paths(self) -> node.Paths:
+        return node.Paths(self.path, self.link)
 
     @property
     def path(self) -> Path:
@@ -110,7 +134,8 @@ def _start(state: ClusterState, part: str, argv: list[str]) -> None:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=state.dir)
     state.pids[part] = proc.pid
-    state.commands[part] = Path(argv[0]).name if part != "simulator" else "skycap.localcluster.simulator"
+    program = argv[argv.index("--") + 1] if argv[0] == "nsenter" else argv[0]  # nsenter execs it
+    state.commands[part] = Path(program).name if part != "simulator" else "skycap.localcluster.simulator"
     state.save()
 
 
@@ -172,20 +197,24 @@ def _need_program(name: str, package: str) -> str:
     return found
 
 
+BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "pause.c")
+
+
 def ensure_binaries() -> Path:
-    """The cached apiserver and controller-manager, built from Debian's source package the first time."""
+    """The cached Kubernetes binaries, built from Debian's source package the first time (an older
+    cache holding only some of them is completed)."""
     bin_dir = binaries_dir()
-    wanted = [bin_dir / "kube-apiserver", bin_dir / "kube-controller-manager"]
-    if all(p.exists() for p in wanted):
+    if all((bin_dir / name).exists() for name in BINARIES):
         return bin_dir
+    missing = [name for name in BINARIES if not (bin_dir / name).exists()]
     if os.environ.get("SKYCAP_KUBE_BIN_DIR"):
-        raise BadInput(f"SKYCAP_KUBE_BIN_DIR={bin_dir} lacks kube-apiserver or kube-controller-manager",
-                       "point it at a folder holding both binaries, or unset it to build them")
+        raise BadInput(f"SKYCAP_KUBE_BIN_DIR={bin_dir} lacks {', '.join(missing)}",
+                       "point it at a folder holding " + ", ".join(BINARIES) + ", or unset it to build them")
     for tool, package in (("go", "golang-go"), ("rsync", "rsync"), ("jq", "jq"), ("make", "make"),
                           ("apt-get", "apt"), ("dpkg-source", "dpkg-dev")):
         _need_program(tool, package)
-    _say(f"building kube-apiserver and kube-controller-manager {KUBE_VERSION} from Debian's source package "
-         f"into {bin_dir} (once; about 8 minutes on 2 cores)")
+    _say(f"building {', '.join(missing)} ({KUBE_VERSION}) from Debian's source package into {bin_dir} "
+         "(once; about 10 minutes on 2 cores)")
     script = Path(__file__).with_name("build-kubernetes.sh")
     log = bin_dir.parent / f"build-{KUBE_VERSION}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -198,31 +227,76 @@ def ensure_binaries() -> Path:
 
 # ---------- certificates and configuration ------------------------------------------------------------
 
+# Who holds a static token: the admin (tests, the demo, the controller-manager), and the node's
+# components, each with the rights Kubernetes' own bootstrap roles give them (the kubelet through
+# the Node authorizer).
+TOKEN_USERS = {
+    "admin": ("skycap-admin", "system:masters"),
+    "kubelet": (f"system:node:{node.NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", ""),
+    "scheduler": ("system:kube-scheduler", ""),
+}
+
+
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def _make_pki(pki: Path) -> None:
-    if (pki / "apiserver.crt").exists():
-        return
+def _signed_cert(pki: Path, name: str, subject: str, extensions: str) -> None:
+    (pki / f"{name}.cnf").write_text(extensions)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+             "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"))
+    _openssl("x509", "-req", "-in", str(pki / f"{name}.csr"), "-CA", str(pki / "ca.crt"), "-CAkey",
+             str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(pki / f"{name}.cnf"),
+             "-out", str(pki / f"{name}.crt"))
+    os.chmod(pki / f"{name}.key", 0o600)
+
+
+def _make_pki(state: ClusterState) -> None:
+    """The CA, tokens and keys once; the serving certificate again whenever its addresses change."""
+    pki = state.path / "pki"
     _need_program("openssl", "openssl")
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=skycap-local-ca",
-             "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
-    (pki / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1\n"
-                                 "extendedKeyUsage=serverAuth\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-             "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"))
-    _openssl("x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"), "-CAkey",
-             str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(pki / "san.cnf"),
-             "-out", str(pki / "apiserver.crt"))
-    _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
-    _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-    token = secrets.token_hex(24)
-    (pki / "tokens.csv").write_text(f'{token},skycap-admin,skycap-admin,"system:masters"\n')
-    (pki / "token").write_text(token)
-    for secret in ("ca.key", "apiserver.key", "sa.key", "tokens.csv", "token"):
+    if not (pki / "ca.crt").exists():
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=skycap-local-ca",
+                 "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
+        _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+        _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    link = state.link
+    san = (f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{link.host_address},"
+           f"IP:{link.kubernetes_service_address},DNS:kubernetes,DNS:kubernetes.default,"
+           "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
+    if not (pki / "apiserver.crt").exists() or _read(pki / "apiserver.cnf") != san:
+        _signed_cert(pki, "apiserver", "/CN=kube-apiserver", san)
+    if not (pki / "kubelet-client.crt").exists():
+        _signed_cert(pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+                     "extendedKeyUsage=clientAuth\n")
+    tokens = _tokens(pki)
+    (pki / "tokens.csv").write_text("".join(f'{tokens[who]},{user},{user},"{group}"\n'
+                                            for who, (user, group) in TOKEN_USERS.items()))
+    for secret in ("ca.key", "apiserver.key", "sa.key", "tokens.csv", "tokens.json"):
         os.chmod(pki / secret, 0o600)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _tokens(pki: Path) -> dict[str, str]:
+    """Each component's token, made once; the admin's stays in `token`, where clients read it."""
+    path = pki / "tokens.json"
+    tokens = json.loads(path.read_text()) if path.exists() else {}
+    if (pki / "token").exists():
+        tokens["admin"] = (pki / "token").read_text().strip()
+    for who in TOKEN_USERS:
+        tokens.setdefault(who, secrets.token_hex(24))
+    path.write_text(json.dumps(tokens))
+    (pki / "token").write_text(tokens["admin"])
+    os.chmod(pki / "token", 0o600)
+    return tokens
 
 
 def _write_kubeconfig(state: ClusterState) -> None:
@@ -237,6 +311,12 @@ def _write_kubeconfig(state: ClusterState) -> None:
     }
     state.kubeconfig.write_text(json.dumps(config, indent=2))
     os.chmod(state.kubeconfig, 0o600)
+
+
+def _component_kubeconfig(state: ClusterState, who: str, server: str) -> Path:
+    pki = state.path / "pki"
+    token = _tokens(pki)[who]
+    return node.kubeconfig(pki / f"{who}.kubeconfig", server, pki / "ca.crt", token, TOKEN_USERS[who][0])
 
 
 def _registry_config(state: ClusterState) -> Path:
@@ -257,6 +337,7 @@ def _registry_config(state: ClusterState) -> Path:
 def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
     d, p = state.path, state.ports
     pki = d / "pki"
+    link = state.link
     if part == "etcd":
         return [_etcd_binary(), "--name", "skycap", "--data-dir", str(d / "etcd-data"),
                 "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
@@ -268,16 +349,22 @@ def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
     if part == "registry":
         return [_need_program("docker-registry", "docker-registry"), "serve", str(_registry_config(state))]
     if part == "apiserver":
-        return [str(bin_dir / "kube-apiserver"), "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+        # Pods reach the apiserver through the `kubernetes` Service, which points at the advertised
+        # address: the host's end of the node's link (forwarded to loopback by link-apiserver).
+        advertise = link.host_address if state.nodes == "real" else "127.0.0.1"
+        return [str(bin_dir / "kube-apiserver"), "--bind-address", "127.0.0.1", "--advertise-address", advertise,
                 "--secure-port", str(p["apiserver"]), "--insecure-port", "0",
                 "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
                 "--tls-cert-file", str(pki / "apiserver.crt"), "--tls-private-key-file", str(pki / "apiserver.key"),
                 "--client-ca-file", str(pki / "ca.crt"), "--token-auth-file", str(pki / "tokens.csv"),
-                "--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.96.0.0/16",
+                "--authorization-mode", "Node,RBAC", "--service-cluster-ip-range", link.service_range,
                 "--service-account-key-file", str(pki / "sa.pub"),
                 "--service-account-signing-key-file", str(pki / "sa.key"),
                 "--service-account-issuer", "https://kubernetes.default.svc",
                 "--disable-admission-plugins", "ServiceAccount", "--allow-privileged",
+                "--kubelet-preferred-address-types", "InternalIP",
+                "--kubelet-client-certificate", str(pki / "kubelet-client.crt"),
+                "--kubelet-client-key", str(pki / "kubelet-client.key"),
                 "--cert-dir", str(d / "certs"), "--max-requests-inflight", "800",
                 "--max-mutating-requests-inflight", "400", "--v", "1"]
     if part == "controller-manager":
@@ -290,6 +377,20 @@ def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
     if part == "simulator":
         return [sys.executable, "-m", "skycap.localcluster.simulator", "--kubeconfig", str(state.kubeconfig),
                 "--registry", state.registry]
+    if part in ("link-apiserver", "link-registry"):
+        port = p["apiserver" if part == "link-apiserver" else "registry"]
+        return [_need_program("socat", "socat"), f"TCP-LISTEN:{port},bind={link.host_address},reuseaddr,fork",
+                f"TCP:127.0.0.1:{port}"]
+    node_server = f"https://{link.host_address}:{p['apiserver']}"
+    if part == "scheduler":
+        return node.scheduler_argv(bin_dir, _component_kubeconfig(state, "scheduler", state.server))
+    if part == "containerd":
+        return node.containerd_argv(state.node_paths, link)
+    if part == "kubelet":
+        return node.kubelet_argv(state.node_paths, link, bin_dir,
+                                 _component_kubeconfig(state, "kubelet", node_server))
+    if part == "kube-proxy":
+        return node.kube_proxy_argv(link, bin_dir, _component_kubeconfig(state, "kube-proxy", node_server))
     raise ValueError(part)
 
 
@@ -317,10 +418,26 @@ def _health(state: ClusterState, part: str) -> bool:
         "etcd": f"http://127.0.0.1:{p['etcd']}/health",
         "registry": f"http://127.0.0.1:{p['registry']}/v2/",
         "apiserver": f"https://127.0.0.1:{p['apiserver']}/readyz",
+        "link-registry": f"http://{state.link.host_address}:{p['registry']}/v2/",
     }
     if part in checks:
         return _http_ok(checks[part], state)
+    if part == "kubelet":
+        return _alive_part(state, part) and node_ready(state) is True
+    return _alive_part(state, part)
+
+
+def _alive_part(state: ClusterState, part: str) -> bool:
     return part in state.pids and _alive(state.pids[part], state.commands.get(part, ""))
+
+
+def node_ready(state: ClusterState) -> bool | None:
+    """The real node's Ready condition: True, False, or None when it is not registered (or no answer)."""
+    body = _http_get(f"{state.server}/api/v1/nodes/{node.NODE_NAME}", state, timeout=2)
+    if not body:
+        return None
+    conditions = json.loads(body).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _wait_for(state: ClusterState, part: str, timeout: float) -> None:
@@ -339,41 +456,89 @@ def _wait_for(state: ClusterState, part: str, timeout: float) -> None:
 
 
 def _running(state: ClusterState) -> dict[str, bool]:
-    return {part: part in state.pids and _alive(state.pids[part], state.commands.get(part, "")) for part in PARTS}
+    return {part: _alive_part(state, part) for part in state.parts}
 
 
-def up(ports: dict[str, int] | None = None, directory: Path | None = None) -> ClusterState:
-    """Start every part that is not running; return the state. Idempotent."""
+def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes: str | None = None) -> ClusterState:
+    """Start every part that is not running; return the state. Idempotent.
+
+    nodes: "real" (the default) or "simulated"; None keeps what the folder's cluster had."""
     directory = directory or state_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
     state = ClusterState.load(directory) or ClusterState(dir=str(directory))
+    if nodes and nodes != state.nodes:
+        if any(_running(state).values()):
+            raise BadInput(f"the local cluster runs with {state.nodes} nodes",
+                           f"stop it first (skycap local-cluster down), then: skycap local-cluster up --nodes {nodes}")
+        state.nodes = nodes
     running = _running(state)
     if all(running.values()) and _health(state, "apiserver"):
         return state
     if not any(running.values()) and ports:
         state.ports = dict(ports)
+    if state.nodes == "real":
+        node.check_machine()
     bin_dir = ensure_binaries()
     argvs = {part: _argv(state, part, bin_dir) for part in ("etcd", "registry")}
     _check_ports(state, running)
-    _make_pki(state.path / "pki")
-    _write_kubeconfig(state)
     started = time.monotonic()
+    if state.nodes == "real":
+        _make_link(state)
+    _make_pki(state)
+    _write_kubeconfig(state)
+    if state.nodes == "real":
+        node.write_configs(state.node_paths, state.link, state.registry, state.path)
     for part in ("etcd", "registry"):
         if not running[part]:
             _start(state, part, argvs[part])
-    # The simulator waits for the apiserver itself, so its slow imports overlap the apiserver's start;
-    # the controller-manager gives up after 10 s without an apiserver, so it starts once that answers.
-    for part in ("apiserver", "simulator"):
-        if not running[part]:
+    # The node's parts and the simulator wait for the apiserver themselves, so their start overlaps
+    # the apiserver's; the controller-manager gives up after 10 s without one, so it starts once that
+    # answers.
+    for part in state.parts:
+        if part not in ("etcd", "registry", "controller-manager") and not running[part]:
             _start(state, part, _argv(state, part, bin_dir))
     _wait_for(state, "etcd", 20)
     _wait_for(state, "registry", 20)
+    if state.nodes == "real":
+        _publish_pause(state, bin_dir)
     _wait_for(state, "apiserver", 60)
     if not running["controller-manager"]:
         _start(state, "controller-manager", _argv(state, "controller-manager", bin_dir))
-    _wait_for_node(state, 30)
-    _say(f"local cluster ready in {time.monotonic() - started:.1f} s (state in {state.path})")
+    if state.nodes == "real":
+        _wait_for(state, "kubelet", 60)
+    else:
+        _wait_for_simulated_node(state, 30)
+    _say(f"local cluster ready in {time.monotonic() - started:.1f} s ({_describe(state)}; state in {state.path})")
     return state
+
+
+def _describe(state: ClusterState) -> str:
+    if state.nodes == "simulated":
+        return "nodes: SIMULATED, pods are not real processes"
+    link = state.link
+    return f"node {node.NODE_NAME} at {link.node_address}, pods in {link.pod_range}"
+
+
+def _make_link(state: ClusterState) -> None:
+    if state.slot is None or not network.exists(state.link):
+        preferred = state.slot if state.slot is not None else 0
+        if state.slot is None or network.Link(preferred).host_address in network.addresses_in_use():
+            state.slot = network.free_slot(preferred)
+        state.save()
+    network.create(state.link)
+
+
+def _publish_pause(state: ClusterState, bin_dir: Path) -> None:
+    from skycap.localcluster.images import build_pause, publish_pause_image
+
+    source = bin_dir / "pause.c"
+    if not source.exists():
+        raise BadInput(f"{source} is missing (the pause container's source, kept by the build)",
+                       f"run the build again: bash {Path(__file__).with_name('build-kubernetes.sh')} {bin_dir}")
+    _need_program("gcc", "gcc libc6-dev")
+    target = bin_dir / "pause" if os.access(bin_dir, os.W_OK) else state.path / "pause"
+    publish_pause_image(state.registry, build_pause(source, target))
 
 
 def _check_ports(state: ClusterState, running: dict[str, bool]) -> None:
@@ -384,7 +549,7 @@ def _check_ports(state: ClusterState, running: dict[str, bool]) -> None:
                            "stop that program, or start with `skycap local-cluster up --ports auto`")
 
 
-def _wait_for_node(state: ClusterState, timeout: float) -> None:
+def _wait_for_simulated_node(state: ClusterState, timeout: float) -> None:
     """The simulator registers its nodes; until then pods would stay unscheduled."""
     deadline = time.monotonic() + timeout
     url = f"{state.server}/api/v1/nodes?labelSelector=skycap.io%2Fsimulated%3Dtrue"
@@ -401,16 +566,24 @@ def _wait_for_node(state: ClusterState, timeout: float) -> None:
 
 
 def down(directory: Path | None = None, purge: bool = False) -> list[str]:
-    """Stop exactly the processes `up` recorded, newest first. Returns the parts stopped."""
+    """Stop exactly the processes `up` recorded, newest first, and remove the real node's traces:
+    its containers and their shims, the pods' network namespaces and mounts, the node's namespace
+    with its veth pair, bridge and kube-proxy's rules. Returns the parts stopped."""
     directory = directory or state_dir()
     state = ClusterState.load(directory)
     stopped = []
     if state:
-        for part in reversed(PARTS):
+        for part in reversed(state.parts):
+            if part == "containerd" and state.nodes == "real":
+                node.kill_containers(state.node_paths, state.link)
             pid = state.pids.get(part)
             if pid and _alive(pid, state.commands.get(part, "")):
                 _stop_pid(pid, state.commands.get(part, ""))
                 stopped.append(part)
+        if state.nodes == "real" and state.slot is not None:
+            node.kill_containers(state.node_paths, state.link)  # a containerd that died before down left them
+            node.remove_runtime_state(state.node_paths)
+            network.remove(state.link)
         state.pids.clear()
         state.save()
     if purge and directory.exists():
@@ -425,4 +598,4 @@ def status(directory: Path | None = None) -> dict[str, dict]:
         return {part: {"running": False, "healthy": False, "pid": None} for part in PARTS}
     running = _running(state)
     return {part: {"running": running[part], "healthy": running[part] and _health(state, part),
-                   "pid": state.pids.get(part)} for part in PARTS}
+                   "pid": state.pids.get(part)} for part in state.parts}

@@ -102,7 +102,7 @@ class Simulator:
         self.coordination = client.CoordinationV1Api(api)
         self.images = ImageCatalogue(registry)
         self.scheduler = Scheduler()
-        self.nodes = [f"sim-node-{i + 1}" for i in range(node_count)]
+        self.nodes = [f"simulated-node-{i + 1}" for i in range(node_count)]
         self.next_node = itertools.cycle(self.nodes)
         self.ip_counter = itertools.count(2)
         self.handled: dict[str, str] = {}  # pod uid -> what we decided, so each pod is started once
