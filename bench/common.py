@@ -21,13 +21,15 @@ BIN = Path(sys.executable).parent
 
 
 @contextlib.contextmanager
-def private_cluster():
-    """A local cluster on free ports in a temporary folder, stopped afterwards."""
+def private_cluster(nodes: str = "real"):
+    """A local cluster on free ports in a temporary folder (a real node unless told otherwise), stopped
+    afterwards."""
     from skycap.localcluster import cluster
 
     folder = Path(tempfile.mkdtemp(prefix="skycap-bench-"))
     names = list(cluster.DEFAULT_PORTS)
-    state = cluster.up(ports=dict(zip(names, cluster.free_ports(len(names)))), directory=folder)
+    state = cluster.up(ports=dict(zip(names, cluster.free_ports(len(names)))), directory=folder, nodes=nodes)
+    print(f"cluster: {'a real node (kubelet, containerd)' if nodes == 'real' else 'SIMULATED nodes'}", flush=True)
     try:
         yield state
     finally:
@@ -51,7 +53,7 @@ def make_project(folder: Path, state, services: int, replicas: int = 2) -> tuple
     node = subprocess.run([hg, "-R", str(repo), "log", "-r", "tip", "-T", "{node}"], check=True, env=env,
                           capture_output=True, text=True).stdout
     names = [f"svc{i:02d}" for i in range(services)]
-    for name in names:  # noqa: B007
+    for name in names:
         publish_image(state.registry, f"bench/{name}", node[:12])
     stage = {"hg": str(repo), "registry": state.registry,
              "kubernetes": {"namespace": "placeholder", "context": "skycap-local", "create_namespace": True},

@@ -193,14 +193,20 @@ def event_lines(events: list[dict], related: set[tuple[str, str]]) -> list[str]:
 
 
 def log_tails(core, namespace: str, pods: list[str], view: rules.View) -> dict[str, list[str]]:
-    """The last lines of each container of these pods; skipped where the kubelet cannot be reached."""
+    """The last lines of each container of these pods: of the instance that ended before (when it
+    restarted) and of the current one; skipped where the kubelet cannot be reached."""
     tails: dict[str, list[str]] = {}
     for name in pods:
         pod = view.get("Pod", name) or {}
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            lines = read_log(core, namespace, name, cs["name"], previous=cs.get("restartCount", 0) > 0)
-            if lines:
-                tails[f"{name}/{cs['name']}"] = lines
+            key = f"{name}/{cs['name']}"
+            if cs.get("restartCount", 0) > 0:
+                previous = read_log(core, namespace, name, cs["name"], previous=True)
+                if previous:
+                    tails[f"{key} (previous instance)"] = previous
+            current = read_log(core, namespace, name, cs["name"], previous=False)
+            if current:
+                tails[key] = current
     return tails
 
 

@@ -140,7 +140,7 @@ def container_problem(cs: dict, image: str, age: float) -> str:
     reason, message = waiting.get("reason", ""), waiting.get("message") or ""
     terminated_reason = (state.get("terminated") or {}).get("reason", "")
     if reason == "CrashLoopBackOff":
-        return f"CrashLoopBackOff (restarted {plural(cs.get('restartCount', 0), 'time')})"
+        return f"CrashLoopBackOff (restarted {plural(cs.get('restartCount', 0), 'time')}{last_exit(cs)})"
     if reason in ("ErrImagePull", "ImagePullBackOff"):
         if any(marker in message.lower() for marker in MISSING_IMAGE):
             return f"cannot pull image {image} (not found)"
@@ -155,6 +155,14 @@ def container_problem(cs: dict, image: str, age: float) -> str:
         detail = message or (state.get("terminated") or {}).get("message", "")
         return f"ContainerCannotRun: {detail}".rstrip(": ")
     return ""
+
+
+def last_exit(cs: dict) -> str:
+    """"; last exit 3, Error" or "; last exit 137, OOMKilled": how the previous instance ended."""
+    ended = (cs.get("lastState") or {}).get("terminated") or {}
+    if "exitCode" not in ended:
+        return ""
+    return f"; last exit {ended['exitCode']}, {ended.get('reason') or 'no reason given'}"
 
 
 def pod_age(pod: dict, now: datetime) -> float:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+from pathlib import Path
 import tarfile
 import urllib.request
 
@@ -47,11 +48,28 @@ def test_manifest_is_docker_schema2_with_a_gzip_tar_layer(registry):
     blob = get(f"{registry.url}/v2/demo/schema/blobs/{layer['digest']}")
     assert layer["size"] == len(blob) and layer["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
-        assert tar.extractfile("skycap-image").read() == b"demo/schema:v1\n"
+        assert tar.extractfile("bin/busybox").read() == Path("/bin/busybox").read_bytes()
+        assert tar.getmember("bin/sh").linkname == "busybox" and tar.getmember("bin/httpd").issym()
+        assert tar.extractfile("skycap/start").read() == images.START_SCRIPT.encode()
+        assert tar.getmember("skycap/start").mode == 0o755 and tar.getmember("tmp").mode == 0o1777
     config = json.loads(get(f"{registry.url}/v2/demo/schema/blobs/{manifest['config']['digest']}"))
     diff_id = "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()
     assert config["rootfs"] == {"type": "layers", "diff_ids": [diff_id]}
     assert (config["os"], config["config"]["Labels"]) == ("linux", {"a": "b"})
+    assert config["config"]["Entrypoint"] == ["/skycap/start"]
+    assert "SKYCAP_IMAGE=demo/schema:v1" in config["config"]["Env"]
+
+
+def test_every_image_shares_one_layer_and_a_behaviour_label_becomes_the_start_scripts_variable(registry):
+    images.publish_image(registry.url, "demo/ok", "v1")
+    images.publish_image(registry.url, "demo/bad", "v1", {"skycap.io/behaviour": "crash"})
+    manifests = [json.loads(get(f"{registry.url}/v2/demo/{name}/manifests/v1", images.MANIFEST_V2))
+                 for name in ("ok", "bad")]
+    assert manifests[0]["layers"] == manifests[1]["layers"]
+    configs = [json.loads(get(f"{registry.url}/v2/demo/{name}/blobs/{m['config']['digest']}"))["config"]
+               for name, m in zip(("ok", "bad"), manifests)]
+    assert not any(e.startswith("SKYCAP_BEHAVIOUR=") for e in configs[0]["Env"])
+    assert "SKYCAP_BEHAVIOUR=crash" in configs[1]["Env"]
 
 
 def test_publishing_again_is_the_same_image_and_new_labels_replace_the_tag(registry):

@@ -232,8 +232,12 @@ def apps(core_api):
     return client.AppsV1Api(core_api)
 
 
+# The published images serve /health once ready (or never, or late, as their behaviour says).
+READINESS = {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1}
+
+
 def deployment_body(name, image, replicas=1, **spec):
-    container = {"name": "app", "image": image, **spec.pop("container", {})}
+    container = {"name": "app", "image": image, "readinessProbe": READINESS, **spec.pop("container", {})}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "labels": {"skycap.io/service": name}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
@@ -316,7 +320,7 @@ def test_missing_config_map_fails(deploy):
     env = [{"name": "LOG_LEVEL", "valueFrom": {"configMapKeyRef": {"name": "nowhere", "key": "LOG_LEVEL"}}}]
     outcome = only(deploy("noconf", container={"env": env})[0])
     assert outcome.state == "failed"
-    assert 'CreateContainerConfigError: couldn\'t find key LOG_LEVEL in ConfigMap' in outcome.reason
+    assert 'CreateContainerConfigError: configmap "nowhere" not found' in outcome.reason
 
 
 def test_zero_replicas_and_unknown_kinds_succeed(deploy, core_api, namespace):
@@ -363,12 +367,14 @@ def test_stateful_set_and_daemon_set(core_api, namespace, local_cluster, publish
         "metadata": {"name": "agent"}, "spec": {"selector": selector, "template": template}})
     result, _ = timed(core_api, namespace, [Target("StatefulSet", "db", "db"), Target("DaemonSet", "agent", "agent")],
                       timeout=30)
-    assert [(o.state, o.ready) for o in result.outcomes] == [("succeeded", 2), ("succeeded", 2)]
+    from kubernetes import client
+    nodes = len(client.CoreV1Api(core_api).list_node().items)
+    assert [(o.state, o.ready) for o in result.outcomes] == [("succeeded", 2), ("succeeded", nodes)]
 
 
 def test_jobs_complete_or_fail(core_api, namespace, local_cluster, publish):
     from kubernetes import client
-    publish("rollout/job-ok", "v1")
+    publish("rollout/job-ok", "v1", {"skycap.sim/behaviour": "exit-after=0"})
     publish("rollout/job-bad", "v1", {"skycap.sim/behaviour": "fail"})
     for name in ("job-ok", "job-bad"):
         spec = {"containers": [{"name": "app", "image": f"{local_cluster.registry}/rollout/{name}:v1"}],

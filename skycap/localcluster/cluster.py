@@ -97,7 +97,10 @@ class ClusterState:
     @classmethod
     def load(cls, directory: Path) -> "ClusterState | None":
         try:
-            return cls(**json.loads((directory / "cluster.json").read_text()))
+            data = json.loads((directory / "cluster.json").read_text())
+            # A cluster started before the real node existed ran the simulator: down must stop it.
+            data.setdefault("nodes", "simulated" if "simulator" in data.get("pids", {}) else "real")
+            return cls(**data)
         except (OSError, ValueError, TypeError):
             return None
 
