@@ -217,7 +217,7 @@ class StageLock:
                 from skycap.kube import short_reason
 
                 self._last_error = f"last error: {short_reason(exc)}"
-                log.warning("renewing the lock of stage %s failed: %s", self.stage, exc)
+                log.warning("renewing the lock of stage %s failed: %s", self.stage, short_reason(exc))
             if self.lost:
                 return
 
