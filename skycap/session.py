@@ -188,9 +188,10 @@ def record_failed(session, state, note: str) -> bool:
             return False
         except Exception as exc:  # noqa: BLE001 - any error: try again, then go on to the rollback
             reason = exc.message if isinstance(exc, SkycapError) else f"{type(exc).__name__}: {exc}"
-            if attempt == RECORD_ATTEMPTS:
-                screen.warn(f"could not record release {state.release.number} as failed after {attempt} attempts "
-                            f"({reason}); the ledger may still say pending")
+            if attempt == RECORD_ATTEMPTS or isinstance(exc, BadInput):  # BadInput: the entry is gone for good
+                tries = f" in {attempt} attempts" if attempt > 1 else ""
+                screen.warn(f"could not record release {state.release.number} as failed{tries} ({reason}); "
+                            f"the ledger may still say pending")
                 return False
             screen.warn(f"recording release {state.release.number} as failed did not work ({reason}); "
                         f"trying again in {RECORD_RETRY_SECONDS * attempt:g} s")
