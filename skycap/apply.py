@@ -66,6 +66,7 @@ def apply_objects(session, manifests: str) -> list[str]:
     """Manifests that passed the server-side dry run, or that a release applied before: not schema-checked again."""
     from skycap.errors import CommandFailed
 
+    session.require_lock()
     try:
         return session.kubectl.apply(manifests, validate=False)
     except CommandFailed as exc:
@@ -94,13 +95,15 @@ def watch(session, state, phases, *, timeout: float, since) -> None:
     with phases.phase(f"wait for the rollout (timeout {timeout:g} s)"):
         try:
             result = wait_for_rollout(session.api, session.stage.namespace, targets_of(state.rendered),
-                                      timeout=timeout, since=since, on_change=progress.update, cancel=cancel)
+                                      timeout=timeout, since=since, on_change=progress.update, cancel=cancel,
+                                      lock_lost=session.lock_lost)
         except KeyboardInterrupt:
             cancel.set()
             raise
         finally:
             progress.done()
     state.result = result
+    session.require_lock()  # the watch stops early when the lock is lost
     session.run.log.write("skycap", f"rollout finished: {'succeeded' if result.succeeded else 'not succeeded'}")
     if result.succeeded:
         return

@@ -198,12 +198,15 @@ def scale(ctx, stage, words, timeout, verbose):
 
 @cli.command()
 @click.argument("stage")
+@click.option("--force", is_flag=True, help="Break the lock even if its holder renewed it within its TTL.")
 @click.pass_context
-def unlock(ctx, stage):
-    """Break a stale deploy lock of STAGE (recorded in the ledger)."""
+def unlock(ctx, stage, force):
+    """Break a stale deploy lock of STAGE (recorded in the ledger).
+
+    Without --force, it watches the lock for its TTL first and refuses (exit 3) if the holder renews it."""
     from skycap import pipelines
 
-    return pipelines.unlock(_context(ctx), stage)
+    return pipelines.unlock(_context(ctx), stage, force=force)
 
 
 @cli.group("local-cluster")

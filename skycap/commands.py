@@ -94,9 +94,11 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
     phases = Phases(run, stage_name)
     from skycap.lock import StageLock
 
-    lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"scale {counts}", ttl=lock_ttl())
+    lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"scale {counts}", ttl=lock_ttl(),
+                     notice=run.screen.line)
     with phases.phase("take the stage lock"):
         call_api(session, "lock", lock.acquire)
+    session.lock = lock
     try:
         with interruptible():
             ledger = session.ledger
@@ -107,17 +109,19 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
             objects = load_objects(current.manifests or "")
             scaled = scale_objects(objects, counts)
             note = "scale " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            session.require_lock()
             release = ledger.begin("scale", rev=current.rev, node=current.node, tags=dict(current.tags),
                                    manifests=dump_all(objects),
                                    services=list(current.services), note=note, target=current.number)
             state = DeployState(stage=stage_name, rev=current.rev or "", release=release)
             state.rendered = rendered_from_manifests(dump_all(scaled))
-            with recorded(ledger, state, "scale"):
+            with recorded(session, state, "scale"):
                 with phases.phase(note):
                     state.applied = apply_objects(session, dump_all(scaled))
                 watch(session, state, phases, timeout=timeout or stage.rollout_timeout,
                       since=datetime.now(timezone.utc))
-            record(ledger, state, "deployed", note)
+                session.require_lock()
+                record(ledger, state, "deployed", note)
             run.screen.ok(f"release {release.number}: {note}")
             return 0
     except KeyboardInterrupt:
@@ -143,12 +147,13 @@ def scale_objects(objects: list[dict], counts: dict[str, int]) -> list[dict]:
     return scaled
 
 
-def unlock(run, stage_name: str) -> int:
+def unlock(run, stage_name: str, *, force: bool = False) -> int:
     from skycap.lock import unlock as break_and_record
 
     session = open_stage(run, stage_name)
     stage = session.stage
-    done = call_api(session, "lock", break_and_record, session.api, stage.namespace, stage.name)
+    done = call_api(session, "lock", break_and_record, session.api, stage.namespace, stage.name, force=force,
+                    notice=run.screen.line)
     if done.broken is None and not done.interrupted:
         run.screen.ok(f"stage {stage_name} was not locked; nothing to do")
         return 0

@@ -7,12 +7,13 @@ import json
 from datetime import datetime, timezone
 
 from skycap.apply import apply_and_watch, server_dry_run
-from skycap.errors import BadInput, DeployFailed, Interrupted, RolloutTimeout, SkycapError
-from skycap.rollback import rollback_to
+from skycap.errors import BadInput, DeployFailed, Interrupted, LockLost, SkycapError
+from skycap.rollback import readable_good_before, rollback_to
 from skycap.session import (
     DeployState,
     Phases,
     StageSession,
+    as_failure,
     call_api,
     emit_json,
     host_printer,
@@ -21,6 +22,8 @@ from skycap.session import (
     open_stage,
     prefetch,
     record,
+    record_failed,
+    record_interrupted,
     vm_result_dict,
 )
 
@@ -46,6 +49,12 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                 resolve_render_check(session, state, phases, cluster, image_check, accept_new_host_keys)
                 return locked_deploy(session, state, phases, hooks, cluster, timeout=timeout, rollback=rollback,
                                      accept_new_host_keys=accept_new_host_keys)
+            except (KeyboardInterrupt, Interrupted):
+                raise
+            except Exception as exc:
+                if state.release is not None:
+                    raise  # the failure path has run
+                raise nothing_changed(session, exc) from None
             finally:
                 cluster.close(nothing_changed=state.release is None)
     except KeyboardInterrupt:
@@ -101,6 +110,17 @@ def resolve_render_check(session, state, phases, cluster, image_check: bool, acc
         state.rendered = render(stage, confirmed, cluster.next_number)
         run_checks(session, state, image_check, accept_new_host_keys)
     state.revision = confirmed
+
+
+def nothing_changed(session, exc: Exception) -> SkycapError:
+    """What stopped a deploy before its first change: exit 2 (bad input, nothing changed), unless it is
+    an answer of its own (a locked stage, 3). A crash is said in one line, its traceback in the run's log."""
+    if isinstance(exc, SkycapError) and exc.exit_code != 1:
+        return exc
+    error = as_failure(session, exc)
+    message = error.message if error.message.rstrip(".").endswith("nothing was changed") \
+        else f"{error.message}; nothing was changed"
+    return BadInput(message, error.hint)
 
 
 def show_revision(run, revision) -> None:
@@ -196,6 +216,8 @@ def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, 
     hooks.run("before_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
               release=number, namespace=stage.namespace)
     ledger = session.ledger
+    session.lock = lock
+    session.require_lock()
     state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
                                  tags={name: state.revision.tag for name in stage.services},
                                  manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm),
@@ -216,25 +238,42 @@ def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, 
             apply_and_watch(session, state, phases, timeout=timeout, since=started)
         if stage.vm and stage.vm_order == "after":
             deploy_vms(session, state, phases, accept_new_host_keys)
+        session.require_lock()
+        record(ledger, state, "deployed", "")
+        run.log.write("skycap", f"release {state.release.number} recorded as deployed")
+        after_success(session, state, previous)
+        run.log.write("skycap", "cleanup after the deploy done")
+        hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
+                  release=state.release.number, namespace=stage.namespace)
     except (KeyboardInterrupt, Interrupted):
         record(ledger, state, "interrupted", "interrupted by the user (Ctrl-C or SIGTERM)")
         raise
-    except (DeployFailed, RolloutTimeout) as exc:
+    except LockLost as exc:  # no rollback: without the lock, this run must change nothing more
         state.error = exc.message
-        record(ledger, state, "failed", exc.message)
-        if rollback:
-            auto_rollback(session, state, phases, accept_new_host_keys, previous)
-        else:
-            run.screen.warn("--no-rollback: the failed release stays in place")
-        hooks_failed(hooks, stage, state, exc)
+        record_interrupted(session, state, exc.message)
+        state.status = "interrupted"
         raise
-    record(ledger, state, "deployed", "")
-    run.log.write("skycap", f"release {state.release.number} recorded as deployed")
-    after_success(session, state, previous)
-    run.log.write("skycap", "cleanup after the deploy done")
-    hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
-              release=state.release.number, namespace=stage.namespace)
+    except Exception as exc:  # noqa: BLE001 - ours or a library's: after the first change, a failed deploy
+        error = as_failure(session, exc)
+        failed(session, state, phases, hooks, error, rollback=rollback, accept_new_host_keys=accept_new_host_keys,
+               previous=previous)
+        if error is exc:
+            raise
+        raise error from None
     return 0
+
+
+def failed(session, state, phases, hooks, error, *, rollback: bool, accept_new_host_keys: bool, previous) -> None:
+    """The failure path, run to its end whatever fails on the way: record `failed` (retried), roll back
+    unless told not to (even if that record could not be written), run deploy_failed."""
+    state.error = error.message
+    record_failed(session, state, error.message)
+    state.status = "failed"
+    if rollback:
+        auto_rollback(session, state, phases, accept_new_host_keys, previous)
+    else:
+        session.run.screen.warn("--no-rollback: the failed release stays in place")
+    hooks_failed(hooks, session.stage, state, error)
 
 
 def hooks_failed(hooks, stage, state, exc) -> None:
@@ -242,7 +281,7 @@ def hooks_failed(hooks, stage, state, exc) -> None:
         hooks.run("deploy_failed", stage=stage.name, rev=state.rev, node=state.revision.node,
                   tag=state.revision.tag, release=state.release.number, namespace=stage.namespace,
                   error=exc.message)
-    except DeployFailed as hook_error:
+    except SkycapError as hook_error:
         state.error += f"; {hook_error.message}"
 
 
@@ -269,8 +308,12 @@ def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
     release_name = vm.new_release_name(node)
     with tempfile.TemporaryDirectory(prefix="skycap-archive-") as folder:
         with phases.phase("build the release archive once (hg archive)"):
-            tarball = archive(stage.hg_source, node, Path(folder) / f"{node[:12]}.tar.gz")
+            try:
+                tarball = archive(stage.hg_source, node, Path(folder) / f"{node[:12]}.tar.gz")
+            except SkycapError as exc:  # after the first change, not bad input: a failed deploy
+                raise DeployFailed(f"building the VM release archive failed: {exc.message}", exc.hint) from None
         for name, service in stage.vm.items():
+            session.require_lock()
             with phases.phase(f"deploy {name} to {len(service.hosts)} host(s), {service.parallel} at a time"):
                 try:
                     result = vm.deploy(service, tarball, node, release_name=release_name,
@@ -285,25 +328,33 @@ def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
 def after_success(session, state, previous) -> None:
     """Delete what the previous release (a future of it and its gone objects) applied and this one
     does not; trim the ledger."""
-    ledger = session.ledger
+    screen = session.run.screen
     try:
-        _, gone = call_api(session, "ledger", previous.result)
+        _, gone, _ = call_api(session, "ledger", previous.result)
+        session.require_lock()
         prune_removed(session, gone)
-        ledger.prune(session.stage.keep_releases, state.releases)
     except SkycapError as exc:
-        session.run.screen.warn(f"cleanup after the deploy failed (the deploy itself worked): {exc.message}")
+        screen.warn(f"pruning what the previous release applied failed (the deploy itself worked): {exc.message}")
+    try:
+        session.require_lock()
+        call_api(session, "trim the ledger", session.ledger.prune, session.stage.keep_releases, state.releases)
+    except SkycapError as exc:
+        screen.warn(f"trimming the ledger failed (the deploy itself worked): {exc.message}"
+                    + (f"\n    {exc.hint}" if exc.hint else ""))
 
 
 def previous_and_gone(ledger, state, releases) -> tuple:
-    """The last good release before this one, and the (kind, name) of what it applied that this one does not."""
-    previous = ledger.last_good_before(state.release.number, releases)
+    """The last good release before this one that can be read, the (kind, name) of what it applied that
+    this one does not, and the good releases skipped because they cannot be read (why, each)."""
+    previous, skipped = readable_good_before(ledger, state.release.number, releases)
     if not state.rendered or not state.rendered.manifests:
-        return previous, []  # never prune from an empty render
+        return previous, [], skipped  # never prune from an empty render
     if previous is None or not previous.manifests:
-        return previous, []
+        return previous, [], skipped
     current = {(m.kind, m.name) for m in state.rendered.manifests}
     return previous, [(obj["kind"], obj["metadata"]["name"]) for obj in load_objects(previous.manifests)
-                      if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
+                      if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"], \
+        skipped
 
 
 def prune_removed(session, gone) -> None:
@@ -324,7 +375,15 @@ def prune_removed(session, gone) -> None:
 def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) -> None:
     """Back to `previous` (a future of the last good release, read while the rollout ran)."""
     run = session.run
-    target, _ = call_api(session, "ledger", previous.result)
+    try:
+        target, _, skipped = call_api(session, "ledger", previous.result)
+    except SkycapError as exc:
+        run.screen.fail(f"no automatic rollback: the ledger could not be read ({exc.message})")
+        state.error += f"; no automatic rollback: the ledger could not be read ({exc.message})"
+        return
+    for problem in skipped:
+        run.screen.warn(f"{problem}: rolling back past it"
+                        + (f", to release {target.number}, the good one before it" if target else ""))
     if target is None:
         run.screen.warn(f"release {state.release.number} is the first good one to be: there is no earlier "
                         f"release to roll back to; the failed release stays in place")
@@ -335,7 +394,8 @@ def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) 
                     accept_new_host_keys=accept_new_host_keys, note=f"automatic rollback after release "
                     f"{state.release.number} failed", failed_release=state.release)
         state.rolled_back_to = target.number
-    except SkycapError as exc:
+    except Exception as exc:  # noqa: BLE001 - the failure path runs to its end: deploy_failed comes next
+        exc = as_failure(session, exc)
         run.screen.fail(f"the automatic rollback failed too: {exc.message}")
         state.error += f"; the automatic rollback to release {target.number} failed: {exc.message}"
 

@@ -36,6 +36,13 @@ class StageLocked(SkycapError):
     exit_code = 3
 
 
+class LockLost(SkycapError):
+    """The stage lock was lost while the work ran (renewals failed past its TTL, it was broken or taken):
+    the work stopped before its next change and its release says interrupted (exit 1)."""
+
+    exit_code = 1
+
+
 class RolloutTimeout(SkycapError):
     """The rollout did not finish in time (exit 4)."""
 

@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from skycap.errors import BadInput
+from skycap.errors import BadInput, LockLost
 from skycap.kube import drained
 from skycap.render import MANAGED_BY, STAGE_LABEL
 
@@ -60,6 +60,7 @@ class Release:
     services: list[str] = field(default_factory=list)
     manifests: str | None = None  # YAML text; None when listed without it
     manifests_size: int = 0  # bytes of YAML stored with the release (0: it carries none)
+    resource_version: str | None = None  # of its Secret as last read or written: status writes are conditional on it
 
 
 def who_am_i() -> str:
@@ -176,23 +177,59 @@ class Ledger:
         chunks, digest = compress(manifests)
         for candidate in itertools.count(number or self._highest_number() + 1):
             release.number = candidate
-            if self._create_secret(self._release_secret(release, chunks[0], len(chunks) - 1, digest)):
+            created = self._create_secret(self._release_secret(release, chunks[0], len(chunks) - 1, digest))
+            if created:
+                release.resource_version = created["metadata"]["resourceVersion"]
                 break
         self._create_parts(release.number, chunks[1:])
         return release
 
     def update(self, release: Release) -> None:
-        """Write the release's document (status, finished, note, applied, vm ...); the manifests stay."""
+        """Write the release's document (status, finished, note, applied, vm ...); the manifests stay.
+
+        Only over the version of its Secret that was last read or written (optimistic concurrency): a
+        writer whose view is stale, say a deploy that lost its lock and would write `deployed` over the
+        `interrupted` someone else recorded meanwhile, gets LockLost instead of overwriting it."""
         from kubernetes.client.exceptions import ApiException
 
-        patch = {"metadata": {"labels": {STATUS_LABEL: release.status}},
-                 "data": {DOCUMENT_KEY: _b64(encode_document(release))}}
+        metadata = {"labels": {STATUS_LABEL: release.status}}
+        if release.resource_version:
+            metadata["resourceVersion"] = release.resource_version
+        patch = {"metadata": metadata, "data": {DOCUMENT_KEY: _b64(encode_document(release))}}
         try:
-            drained(self.core.patch_namespaced_secret(self.secret_name(release.number), self.namespace, patch,
-                                                      _preload_content=False))
+            response = self.core.patch_namespaced_secret(self.secret_name(release.number), self.namespace, patch,
+                                                         _preload_content=False)
         except ApiException as exc:
+            if exc.status == 409:
+                raise self._stale(release) from None
             self._raise_if_missing(exc, f"release {release.number} of stage {self.stage} is gone from the ledger")
             raise
+        release.resource_version = json.loads(response.data)["metadata"]["resourceVersion"]
+
+    def _stale(self, release: Release) -> LockLost:
+        try:
+            standing = self.get(release.number, with_manifests=False)
+            now = f"it says {standing.status} now"
+        except BadInput as exc:
+            now = exc.message
+        return LockLost(f"release {release.number} of stage {self.stage} was changed by someone else while this "
+                        f"run wrote it as {release.status} ({now}); left as it is",
+                        "this run's stage lock was lost or broken meanwhile; see `skycap history "
+                        f"{self.stage}`")
+
+    def update_if(self, release: Release, still) -> bool:
+        """Update a release that is not this run's own (its listing may be stale): on a conflict, read it
+        again and write only while still(release as it stands) holds. True when written."""
+        try:
+            self.update(release)
+            return True
+        except LockLost:
+            standing = self.get(release.number, with_manifests=False)
+            if not still(standing):
+                return False
+            release.resource_version = standing.resource_version
+            self.update(release)
+            return True
 
     def finish(self, release: Release, status: str, note: str | None = None,
                releases: list[Release] | None = None) -> None:
@@ -207,16 +244,19 @@ class Ledger:
             for older in self._listed(releases):
                 if older.status == "deployed" and older.number < release.number:
                     older.status = "superseded"
-                    self.update(older)
+                    self.update_if(older, lambda standing: standing.status == "deployed")
 
     def interrupt_pending(self, note: str, releases: list[Release] | None = None) -> list[int]:
         """Mark every pending release interrupted: call it while holding the stage lock, when a pending
         release can only belong to a holder that died (or whose lock was broken). `releases`: a listing
         made under the lock, if the caller has one."""
-        abandoned = [release for release in self._listed(releases) if release.status == "pending"]
-        for release in abandoned:
-            self.finish(release, "interrupted", f"{release.note}; {note}" if release.note else note)
-        return [release.number for release in abandoned]
+        marked = []
+        for release in [release for release in self._listed(releases) if release.status == "pending"]:
+            release.status, release.finished = "interrupted", utc_now()
+            release.note = f"{release.note}; {note}" if release.note else note
+            if self.update_if(release, lambda standing: standing.status == "pending"):
+                marked.append(release.number)
+        return marked
 
     def prune(self, keep: int = DEFAULT_KEEP, releases: list[Release] | None = None) -> list[int]:
         """Delete the oldest releases beyond `keep`, never the current one nor a pending one."""
@@ -308,18 +348,18 @@ class Ledger:
             raise
         return json.loads(response.data)
 
-    def _create_secret(self, body: dict) -> bool:
-        """True when created, False when the name is taken."""
+    def _create_secret(self, body: dict) -> dict | None:
+        """The Secret as created, None when the name is taken."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            drained(self.core.create_namespaced_secret(self.namespace, body, _preload_content=False))
+            response = self.core.create_namespaced_secret(self.namespace, body, _preload_content=False)
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return None
             self._raise_if_missing(exc, f"the ledger of stage {self.stage} cannot be written: {_reason(exc)}")
             raise
-        return True
+        return json.loads(response.data)
 
     def _delete_secret(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -378,9 +418,11 @@ def decode_release(secret: dict) -> Release:
     if not isinstance(document, dict):
         raise ValueError(f"{DOCUMENT_KEY} is not a JSON object")
     try:
-        return _release_from_document(document)
+        release = _release_from_document(document)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{DOCUMENT_KEY} lacks or garbles {exc}") from None
+    release.resource_version = secret["metadata"].get("resourceVersion")
+    return release
 
 
 def _release_from_document(document: dict) -> Release:

@@ -3,6 +3,11 @@
 Taken atomically (create; an expired lease is taken over with a replace that carries its
 resourceVersion, so of two racers exactly one wins), renewed by a daemon thread while the work runs,
 deleted on release only if it is still ours, and expiring on its own when its holder dies.
+
+Expiry is judged as Kubernetes' leader election judges it: by how long this process has watched the
+lease unchanged, on its own monotonic clock, never by comparing the holder's renewTime with the local
+clock, so a machine whose clock runs ahead cannot take a live lock. The holder's renewTime only
+decides whether a lease is worth watching: one that looks fresh is refused at once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from skycap.errors import BadInput, StageLocked
+from skycap.errors import BadInput, LockLost, StageLocked
 from skycap.kube import drained
 from skycap.ledger import Ledger, Release, user_name, who_am_i
 from skycap.render import MANAGED_BY, STAGE_LABEL
@@ -28,6 +33,7 @@ PURPOSE_ANNOTATION = "skycap.io/purpose"
 SINCE_ANNOTATION = "skycap.io/since"
 TOKEN_ANNOTATION = "skycap.io/lock-token"  # tells two holders with the same user@host:pid apart
 DEFAULT_TTL = 30.0
+WATCH_POLL_SECONDS = 0.5  # how often a lease being watched for expiry is read again
 log = logging.getLogger("skycap.lock")
 
 
@@ -47,7 +53,8 @@ def lease_name(stage: str) -> str:
 class StageLock:
     """The stage's lock; `with StageLock(...):` holds it for the block, renewing it every ttl/3."""
 
-    def __init__(self, api_client, namespace: str, stage: str, purpose: str, ttl: float = DEFAULT_TTL):
+    def __init__(self, api_client, namespace: str, stage: str, purpose: str, ttl: float = DEFAULT_TTL,
+                 notice=None):
         from kubernetes import client
 
         self.leases = client.CoordinationV1Api(api_client)
@@ -63,6 +70,9 @@ class StageLock:
         self._renewer: threading.Thread | None = None
         self._renewed_at = 0.0  # time.monotonic() of the last successful write
         self._lost = False
+        self._lost_why = ""
+        self._last_error = ""  # why the last renewal failed
+        self.notice = notice  # notice(text): tells the person waiting why (watching a lease that looks expired)
 
     # -- the public face ------------------------------------------------------------------------
 
@@ -76,8 +86,13 @@ class StageLock:
             standing = _read_lease(self.leases, self.namespace, lease_name(self.stage))
             if standing is None:
                 continue  # released between our create and our read
-            if not _expired(standing):
+            if not _looks_expired(standing):
                 raise locked_error(self.stage, standing)
+            if _held(standing):
+                standing = unchanged_for_its_duration(self.leases, standing,
+                                                      lambda now: locked_error(self.stage, now), self.notice)
+                if standing is None:
+                    continue  # released while we watched
             if self._take_over(standing):
                 break
         else:
@@ -112,10 +127,21 @@ class StageLock:
 
     @property
     def lost(self) -> bool:
-        """True once someone else holds the lease, or our last renewal is older than the ttl."""
-        if self._lost:
-            return True
-        return self._lease is not None and time.monotonic() - self._renewed_at > self._duration()
+        """True once someone else holds the lease, or our last renewal is older than the ttl; for good:
+        once the ttl passed, another process may have taken the stage and let it go again."""
+        if not self._lost and self._lease is not None and time.monotonic() - self._renewed_at > self._duration():
+            self._lost = True
+            self._lost_why = (f"it could not be renewed for longer than its TTL ({self._duration()} s; "
+                              f"{self._last_error or 'no answer from the API server'})")
+        return self._lost
+
+    def check(self) -> None:
+        """Raise LockLost once the lock is lost: the work must stop before its next change."""
+        if self.lost:
+            raise LockLost(f"this run lost the lock of stage {self.stage}: {self._lost_why}; "
+                           f"it stopped before its next change",
+                           f"another deploy may be running; see `skycap status {self.stage}` and "
+                           f"`skycap history {self.stage}`")
 
     def __enter__(self) -> StageLock:
         self.acquire()
@@ -188,15 +214,18 @@ class StageLock:
             try:
                 self._renew()
             except Exception as exc:  # noqa: BLE001 - keep trying: a blip must not end the renewals
-                log.warning("renewing the lock of stage %s failed: %s", self.stage, exc)
-            if self._lost:
+                from skycap.kube import short_reason
+
+                self._last_error = f"last error: {short_reason(exc)}"
+                log.warning("renewing the lock of stage %s failed: %s", self.stage, short_reason(exc))
+            if self.lost:
                 return
 
     def _renew(self) -> None:
         from kubernetes.client.exceptions import ApiException
 
         with self._writing:
-            if self._lease is None:
+            if self._lease is None or self.lost:
                 return
             lease = copy.deepcopy(self._lease)
             lease["spec"]["renewTime"] = _micro_time()
@@ -220,6 +249,8 @@ class StageLock:
             return
         self._lost, self._lease = True, None
         taker = f"to {lease_info(standing).holder}" if standing is not None else "(it was deleted)"
+        self._lost_why = (f"it was taken by {lease_info(standing).holder}" if standing is not None
+                          else "it was deleted (`skycap unlock`?)")
         log.warning("lost the lock of stage %s %s", self.stage, taker)
 
 
@@ -231,11 +262,12 @@ def read_lock(api_client, namespace: str, stage: str) -> LockInfo | None:
     from kubernetes import client
 
     lease = _read_lease(client.CoordinationV1Api(api_client), namespace, lease_name(stage))
-    return None if lease is None or _expired(lease) else lease_info(lease)
+    return None if lease is None or _looks_expired(lease) else lease_info(lease)
 
 
-def break_lock(api_client, namespace: str, stage: str) -> LockInfo | None:
-    """Delete the stage's lock whoever holds it (for `skycap unlock`); returns what was there."""
+def break_lock(api_client, namespace: str, stage: str, force: bool = False, notice=None) -> LockInfo | None:
+    """Delete the stage's lock (for `skycap unlock`); returns what was there. Without force, only a lock
+    nobody renewed while we watched it for its whole duration: a live holder's lock is refused (exit 3)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -244,13 +276,52 @@ def break_lock(api_client, namespace: str, stage: str) -> LockInfo | None:
         lease = _read_lease(leases, namespace, lease_name(stage))
         if lease is None:
             return None
+        if not force and _held(lease):
+            lease = unchanged_for_its_duration(leases, lease, lambda now: alive_error(stage, now), notice)
+            if lease is None:
+                return None
         try:
             _delete_lease(leases, lease)
             return lease_info(lease)
         except ApiException as exc:
-            if exc.status != 409:  # 409: renewed between our read and delete; read again
+            if exc.status != 409:  # 409: written between our read and delete
                 raise
+            if not force:
+                raise alive_error(stage, _read_lease(leases, namespace, lease_name(stage)) or lease) from None
     raise StageLocked(f"stage {stage}'s lock keeps changing; try again")
+
+
+def unchanged_for_its_duration(leases, lease: dict, refuse, notice=None) -> dict | None:
+    """Watch the lease for its whole duration on this process's monotonic clock, as client-go's leader
+    election does. Returns it as it stood if nobody wrote it meanwhile (expired: its holder stopped
+    renewing), None if it was deleted; any write (a renewal, a takeover) raises refuse(the lease now)."""
+    metadata = lease["metadata"]
+    duration = float((lease.get("spec") or {}).get("leaseDurationSeconds") or 0)
+    if notice is not None:
+        info = lease_info(lease)
+        notice(f"the lock of stage {metadata['name'].removeprefix('skycap-lock-')} (held by {info.holder}, doing: "
+               f"{info.purpose}) may be stale; watching it for {duration:g} s to see whether its holder still "
+               f"renews it")
+    until = time.monotonic() + duration
+    while True:
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return lease
+        time.sleep(min(WATCH_POLL_SECONDS, remaining))
+        now = _read_lease(leases, metadata["namespace"], metadata["name"])
+        if now is None:
+            return None
+        if now["metadata"]["resourceVersion"] != metadata["resourceVersion"]:
+            raise refuse(now)
+
+
+def alive_error(stage: str, lease: dict) -> StageLocked:
+    info = lease_info(lease)
+    return StageLocked(f"stage {stage}'s lock is alive: {info.holder} renewed it in the last "
+                       f"{(lease.get('spec') or {}).get('leaseDurationSeconds', '?')} s (doing: {info.purpose}); "
+                       f"not broken",
+                       f"a live deploy holds it; if you know that process is hung rather than working, "
+                       f"run: skycap unlock {stage} --force")
 
 
 @dataclass
@@ -260,12 +331,14 @@ class Unlocked:
     release: Release | None = None  # the ledger's record of this unlock (None when there was nothing to do)
 
 
-def unlock(api_client, namespace: str, stage: str, ttl: float = DEFAULT_TTL) -> Unlocked:
-    """`skycap unlock`: break the lock, mark the dead holder's pending release interrupted, and record it.
+def unlock(api_client, namespace: str, stage: str, ttl: float = DEFAULT_TTL, force: bool = False,
+           notice=None) -> Unlocked:
+    """`skycap unlock`: break the lock (a live one only with force), mark the dead holder's pending
+    release interrupted, and record it.
 
     It takes the lock itself while it writes the ledger, so a deploy starting right after the break
     cannot have its fresh pending release marked interrupted."""
-    broken = break_lock(api_client, namespace, stage)
+    broken = break_lock(api_client, namespace, stage, force=force, notice=notice)
     with StageLock(api_client, namespace, stage, purpose="unlock", ttl=ttl):
         ledger = Ledger(api_client, namespace, stage)
         interrupted = ledger.interrupt_pending(f"interrupted: its lock was broken by {who_am_i()}")
@@ -354,8 +427,13 @@ def _expires_in(lease: dict) -> float:
     return expiry - time.time()
 
 
-def _expired(lease: dict) -> bool:
+def _looks_expired(lease: dict) -> bool:
+    """By the holder's renewTime and the local clock: only a hint (see unchanged_for_its_duration)."""
     return _expires_in(lease) <= 0
+
+
+def _held(lease: dict) -> bool:
+    return bool((lease.get("spec") or {}).get("holderIdentity"))
 
 
 def _micro_time() -> str:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from skycap.apply import apply_and_watch, rendered_from_manifests
 from skycap.errors import BadInput, Interrupted
+from skycap.ledger import GOOD_STATUSES
 from skycap.session import (
     DeployState,
     Phases,
@@ -29,16 +30,18 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
     phases = Phases(run, stage_name)
     from skycap.lock import StageLock
 
-    lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback", ttl=lock_ttl())
+    lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback", ttl=lock_ttl(),
+                     notice=run.screen.line)
     with phases.phase("take the stage lock"):
         call_api(session, "lock", lock.acquire)
+    session.lock = lock
     outcome = {"stage": stage_name, "status": "failed", "release": None, "target": None}
     try:
         with interruptible():
             mark_dead_releases(session)
             ledger = session.ledger
             current = ledger.current()
-            target = choose_rollback_target(ledger, current, release, stage_name)
+            target = choose_rollback_target(ledger, current, release, stage_name, run.screen.warn)
             outcome["target"] = target.number
             lock.set_purpose(f"rollback to release {target.number}")
             from skycap.hooks import Hooks
@@ -66,7 +69,7 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
             run.screen.line(f"    log: {run.log.path}")
 
 
-def choose_rollback_target(ledger, current, number, stage_name: str):
+def choose_rollback_target(ledger, current, number, stage_name: str, warn):
     if number is not None:
         target = ledger.get(number)
         if not target.manifests and target.kind != "deploy":
@@ -78,11 +81,26 @@ def choose_rollback_target(ledger, current, number, stage_name: str):
     if current is None:
         raise BadInput(f"stage {stage_name} has no deployed release, so there is nothing to roll back from",
                        f"see `skycap history {stage_name}`")
-    target = ledger.last_good_before(current.number)
+    target, skipped = readable_good_before(ledger, current.number)
+    for problem in skipped:
+        warn(f"{problem}: skipped" + (f", rolling back to release {target.number} instead" if target else ""))
     if target is None:
         raise BadInput(f"there is no good release before release {current.number} to roll back to",
                        f"see `skycap history {stage_name}`; to go forward instead: skycap deploy {stage_name} rev=REV")
-    return ledger.get(target.number)
+    return target
+
+
+def readable_good_before(ledger, number: int, releases=None) -> tuple:
+    """The newest good release older than `number` whose manifests can be read, with its manifests; and
+    why each newer good one was passed over (an unreadable entry must not stop a rollback)."""
+    skipped = []
+    for release in ledger.releases() if releases is None else releases:
+        if release.number < number and release.status in GOOD_STATUSES and release.manifests_size > 0:
+            try:
+                return ledger.get(release.number), skipped
+            except BadInput as exc:
+                skipped.append(exc.message)
+    return None, skipped
 
 
 def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note, replaced=None,
@@ -91,19 +109,22 @@ def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note,
     ledger = session.ledger
     if target.manifests is None:
         target = ledger.get(target.number)
+    session.require_lock()
     new = ledger.begin("rollback", rev=target.rev, node=target.node, tags=dict(target.tags),
                        manifests=target.manifests or "", services=list(target.services), note=note,
-                       target=target.number)
+                       target=target.number,  # after the failed release, even if its entry is gone
+                       number=failed_release.number + 1 if failed_release is not None else None)
     state = DeployState(stage=session.stage.name, rev=target.rev or "", release=new)
     state.rendered = rendered_from_manifests(target.manifests or "")
-    with recorded(ledger, state, "rollback"):
+    with recorded(session, state, "rollback"):
         if state.rendered.manifests:
             apply_and_watch(session, state, phases, timeout=timeout, since=datetime.now(timezone.utc))
         rollback_vms(session, target, state, phases, accept_new_host_keys)
-    record(ledger, state, "deployed", note)
+        session.require_lock()
+        record(ledger, state, "deployed", note)
     if replaced is not None and replaced.number != target.number:
         replaced.status = "rolled-back"
-        ledger.update(replaced)
+        ledger.update_if(replaced, lambda standing: standing.status in GOOD_STATUSES)  # superseded just now
     return new
 
 
@@ -115,6 +136,7 @@ def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:
 
     stage = session.stage
     for name, service in stage.vm.items():
+        session.require_lock()
         wanted = (target.vm or {}).get(name) or None
         with phases.phase(f"switch {name} back on {len(service.hosts)} host(s)"):
             try:

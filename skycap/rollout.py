@@ -69,8 +69,10 @@ class RolloutResult:
 
 def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeout: float, since: datetime,
                      on_change: Callable[[list[Outcome]], None] | None = None,
-                     cancel: threading.Event | None = None) -> RolloutResult:
-    """Watch the targets until every one is terminal, the timeout passes or `cancel` is set.
+                     cancel: threading.Event | None = None,
+                     lock_lost: Callable[[], bool] | None = None) -> RolloutResult:
+    """Watch the targets until every one is terminal, the timeout passes, `cancel` is set or the stage
+    lock is lost (lock_lost() says so).
 
     Failed and timed-out outcomes carry their recent events and log tails; cancelled ones stay "waiting"."""
     from skycap.rollout_watch import Feed  # imports the kubernetes client, slow to import: only when needed
@@ -83,7 +85,7 @@ def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeo
     first_failure = None
     try:
         while True:
-            if cancel is not None and cancel.is_set():
+            if (cancel is not None and cancel.is_set()) or (lock_lost is not None and lock_lost()):
                 return RolloutResult([o if o.state == SUCCEEDED else replace(o, state=WAITING) for o in outcomes])
             if feed.ready:
                 now = datetime.now(timezone.utc)

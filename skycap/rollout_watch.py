@@ -62,7 +62,9 @@ class Feed:
             for response in self.streams:
                 try:
                     response.shutdown()  # the thread's blocked read ends now, not when the server next writes
-                except (RuntimeError, ValueError):  # the stream just ended; its connection went back to the pool
+                except (RuntimeError, ValueError, OSError):
+                    # The stream just ended: its connection went back to the pool (RuntimeError, ValueError),
+                    # or its read broke and urllib3 closed the socket under us (OSError EBADF).
                     pass
 
     def wait(self, seconds: float) -> None:

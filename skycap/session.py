@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from skycap.errors import BadInput, SkycapError
+from skycap.errors import BadInput, DeployFailed, LockLost, SkycapError
 
 
 @dataclass
@@ -21,6 +21,15 @@ class StageSession:
     stage: object
     _api = None
     _kubectl = None
+    lock = None  # the StageLock the work holds, once taken
+
+    def require_lock(self) -> None:
+        """Before each change: LockLost once the stage lock is lost (renewals failed past its TTL, broken)."""
+        if self.lock is not None:
+            self.lock.check()
+
+    def lock_lost(self) -> bool:
+        return self.lock is not None and self.lock.lost
 
     @property
     def api(self):
@@ -162,17 +171,77 @@ def record(ledger, state, status: str, note: str) -> None:
     ledger.finish(release, status, note=note[:2000], releases=state.releases)
 
 
+RECORD_ATTEMPTS = 3
+RECORD_RETRY_SECONDS = 2.0
+
+
+def record_failed(session, state, note: str) -> bool:
+    """Record the release as failed, trying again on an error (the API server may be restarting);
+    False, and said on screen, when it could not be written: the caller's rollback runs anyway."""
+    screen = session.run.screen
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        try:
+            record(session.ledger, state, "failed", note)
+            return True
+        except LockLost as exc:  # someone else wrote it meanwhile (marked it interrupted): theirs stands
+            screen.warn(f"release {state.release.number} not recorded as failed: {exc.message}")
+            return False
+        except Exception as exc:  # noqa: BLE001 - any error: try again, then go on to the rollback
+            reason = exc.message if isinstance(exc, SkycapError) else f"{type(exc).__name__}: {exc}"
+            if attempt == RECORD_ATTEMPTS or isinstance(exc, BadInput):  # BadInput: the entry is gone for good
+                tries = f" in {attempt} attempts" if attempt > 1 else ""
+                screen.warn(f"could not record release {state.release.number} as failed{tries} ({reason}); "
+                            f"the ledger may still say pending")
+                return False
+            screen.warn(f"recording release {state.release.number} as failed did not work ({reason}); "
+                        f"trying again in {RECORD_RETRY_SECONDS * attempt:g} s")
+            time.sleep(RECORD_RETRY_SECONDS * attempt)
+    return False
+
+
+def record_interrupted(session, state, note: str) -> None:
+    """Best effort: the work stops anyway, and a release left pending is marked by the next holder."""
+    try:
+        record(session.ledger, state, "interrupted", note)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        reason = exc.message if isinstance(exc, SkycapError) else f"{type(exc).__name__}: {exc}"
+        session.run.screen.warn(f"could not record release {state.release.number} as interrupted: {reason}")
+
+
+def as_failure(session, exc: BaseException) -> SkycapError:
+    """What stopped work that had changed the stage, as the error of a failed deploy (exit 1): a rollout
+    timeout stays one (exit 4); bad input can no longer be "nothing changed"; a crash of ours or of a
+    library is said in one line, its traceback kept in the run's log."""
+    from skycap.errors import RolloutTimeout
+
+    if isinstance(exc, (DeployFailed, RolloutTimeout)):
+        return exc
+    if isinstance(exc, SkycapError):
+        return DeployFailed(exc.message, exc.hint)
+    import traceback
+
+    session.run.log.write("skycap", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return DeployFailed(f"skycap hit an unexpected {type(exc).__name__}: {exc}",
+                        f"its traceback is in the run's log ({session.run.log.path}); please report it")
+
+
 @contextmanager
-def recorded(ledger, state, what: str):
+def recorded(session, state, what: str):
     """Whatever stops the block, the release's ledger entry says so (interrupted or failed)."""
     try:
         yield
     except KeyboardInterrupt:
-        record(ledger, state, "interrupted", f"{what} interrupted by the user")
+        record(session.ledger, state, "interrupted", f"{what} interrupted by the user")
         raise
-    except SkycapError as exc:
-        record(ledger, state, "failed", exc.message)
+    except LockLost as exc:
+        record_interrupted(session, state, exc.message)
         raise
+    except Exception as exc:  # noqa: BLE001 - a crash too is a failure, never a release left pending
+        error = as_failure(session, exc)
+        record_failed(session, state, error.message)
+        if error is exc:
+            raise
+        raise error from None
 
 
 def mark_dead_releases(session, releases=None) -> None:

@@ -13,8 +13,11 @@ from tests.deployproject import make_project
 
 @pytest.fixture
 def project(tmp_path, hg_repo, local_cluster, namespace, kubeconfig, publish, fake_vms):
-    project = make_project(tmp_path, hg_repo, local_cluster, namespace, publish)
+    return with_vms(make_project(tmp_path, hg_repo, local_cluster, namespace, publish), fake_vms)
 
+
+def with_vms(project, fake_vms):
+    """The test project with one Kubernetes service (web) and one VM service on the fake hosts."""
     def add_vm(stage):
         stage["services"] = {"web": stage["services"]["web"]}
         stage["vm"] = {"legacy-api": {

@@ -132,11 +132,22 @@ def test_exactly_one_of_two_threads_wins(core_api, namespace):
         locks[outcomes.index("won")].release()
 
 
+def stall(lock: StageLock) -> StageLock:
+    """The holder stops renewing, as a hung process would."""
+    lock._stop.set()
+    lock._renewer.join()
+    return lock
+
+
 def test_exactly_one_of_two_threads_takes_over_an_expired_lease(core_api, namespace):
-    with StageLock(core_api, namespace, STAGE, "deploy", ttl=30):
+    stalled = StageLock(core_api, namespace, STAGE, "deploy", ttl=2)
+    with stalled:
+        stall(stalled)
         backdate(core_api, namespace, 60)
         locks = [StageLock(core_api, namespace, STAGE, f"deploy {n}") for n in range(2)]
+        started = time.monotonic()
         outcomes = race(locks)
+        assert time.monotonic() - started >= 2  # each watched the lease unchanged for its duration first
         assert sorted(outcomes) == ["refused", "won"]
         winner = locks[outcomes.index("won")]
         lease = leases(core_api).read_namespaced_lease(lease_name(STAGE), namespace)
@@ -192,16 +203,18 @@ def test_the_lock_expires_when_its_holder_is_killed(local_cluster, core_api, nam
             mine.acquire()
             break
         except StageLocked:
-            assert time.monotonic() - killed_at < expires_in + 1.5, "the dead holder's lock never expired"
+            assert time.monotonic() - killed_at < expires_in + 2 + 1.5, "the dead holder's lock never expired"
             time.sleep(0.1)
     waited = time.monotonic() - killed_at
     mine.release()
-    assert expires_in - 0.3 <= waited <= expires_in + 1.5
+    # Once the lease looks expired, it is watched unchanged for its duration (2 s) before it is taken.
+    assert expires_in + 2 - 0.3 <= waited <= expires_in + 2 + 1.5
 
 
 def test_release_leaves_a_lease_taken_over_by_someone_else(core_api, namespace):
-    stalled = StageLock(core_api, namespace, STAGE, "deploy 1", ttl=30)
+    stalled = StageLock(core_api, namespace, STAGE, "deploy 1", ttl=2)
     stalled.acquire()
+    stall(stalled)
     backdate(core_api, namespace, 60)
     taker = StageLock(core_api, namespace, STAGE, "deploy 2", ttl=30)
     taker.acquire()
@@ -215,7 +228,9 @@ def test_release_leaves_a_lease_taken_over_by_someone_else(core_api, namespace):
 def test_renewal_notices_the_lock_was_broken(core_api, namespace):
     holder = StageLock(core_api, namespace, STAGE, "deploy rev=abc", ttl=3)
     holder.acquire()
-    broken = break_lock(core_api, namespace, STAGE)
+    with pytest.raises(StageLocked, match="lock is alive: .* renewed it in the last 3 s"):
+        break_lock(core_api, namespace, STAGE)  # watched it for 3 s: renewed meanwhile
+    broken = break_lock(core_api, namespace, STAGE, force=True)
     assert (broken.holder, broken.purpose) == (holder.holder, "deploy rev=abc")
     assert read_lock(core_api, namespace, STAGE) is None
 
@@ -243,8 +258,9 @@ def test_a_missing_namespace_is_bad_input(core_api):
 def test_unlock_breaks_the_lock_and_records_it(core_api, namespace):
     ledger = Ledger(core_api, namespace, STAGE)
     ledger.finish(ledger.begin("deploy", manifests="a: 1\n"), "deployed")
-    dead = StageLock(core_api, namespace, STAGE, "deploy rev=abc (release 2)", ttl=30)
+    dead = StageLock(core_api, namespace, STAGE, "deploy rev=abc (release 2)", ttl=2)
     dead.acquire()
+    stall(dead)  # its holder died: the lease is watched unchanged for 2 s, then broken
     pending = ledger.begin("deploy", rev="abc", manifests="a: 2\n")
 
     result = unlock(core_api, namespace, STAGE)

@@ -143,9 +143,9 @@ def test_a_killed_holder_leaves_a_pending_release_that_the_next_deploy_marks(pro
 
 def test_unlock_breaks_a_stale_lock_and_records_it(project, core_api, namespace):
     deploy(project, project.commit("one"))
-    lock = StageLock(core_api, namespace, "test", purpose="deploy rev=ghost")
+    lock = StageLock(core_api, namespace, "test", purpose="deploy rev=ghost", ttl=2)
     lock.acquire()
-    lock._stop.set()  # the holder "dies": it stops renewing
+    lock._stop.set()  # the holder "dies": it stops renewing; unlock watches the lease unchanged for 2 s
     ran = project.run("unlock", "test")
     assert ran.code == 0, ran.stderr
     assert "unlocked" in ran.stderr and "deploy rev=ghost" in ran.stderr
