@@ -60,12 +60,19 @@ class PoolSync:
     errors: dict[str, str] = field(default_factory=dict)            # pool -> why its last pass failed
     held: dict[str, str] = field(default_factory=dict)              # pool -> why removals are held back
 
-    def assess(self, spec: PoolSpec, view, endpoint_kind: str, trusted: bool, now: float) -> Assessment:
+    def assess(self, spec: PoolSpec, view, endpoint_kind: str, trusted: bool, now: float,
+               found_drained: bool = False) -> Assessment:
+        """`found_drained`: members out of rotation when first seen have drained long enough (--once, run
+        from cron: they were drained by an earlier run, at least one interval ago)."""
         from skycap.lb.sources import desired_members
 
         desired = desired_members(view, spec, self.lb, endpoint_kind) if view is not None else None
         current = self._read_pool(spec.pool)
         memory = self.memory.setdefault(spec.pool, reconciler.PoolMemory())
+        if found_drained:
+            for member, state in current.items():
+                if state.state != ENABLED:
+                    memory.draining_since.setdefault(member, now - self.lb.drain_seconds)
         plan = reconciler.plan(desired, current, memory, now=now, trusted=trusted,
                                drain_seconds=self.lb.drain_seconds, empty_grace_seconds=self.lb.empty_grace_seconds)
         return Assessment(spec, desired, current, plan)
@@ -199,8 +206,8 @@ def lb_sync(run, stage_name: str, once: bool, dry_run: bool, listen: str) -> int
 
 
 def _setup_logging(run) -> None:
-    if log.handlers:
-        return
+    for old in list(log.handlers):
+        log.removeHandler(old)
     handler = logging.StreamHandler(run.screen.stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -225,7 +232,7 @@ def _once(sync: PoolSync, feed, endpoint_kind: str) -> int:
     assessments, problems = [], []
     for spec in sync.lb.pools.values():
         try:
-            assessments.append(sync.assess(spec, feed.view, endpoint_kind, feed.trusted, now))
+            assessments.append(sync.assess(spec, feed.view, endpoint_kind, feed.trusted, now, found_drained=True))
         except BalancerUnavailable:
             raise
         except SkycapError as exc:
@@ -296,3 +303,53 @@ def _report_health(sync: PoolSync, feed) -> None:
         sync.metrics.health(False, "the Kubernetes API is unreachable: " + "; ".join(feed.errors.values()))
     else:
         sync.metrics.health(True, f"{len(sync.lb.pools)} pools in sync")
+
+
+# ----- skycap status -----
+
+def pool_report(stage, api) -> list[dict]:
+    """Per pool: its members, the ready endpoints' members, and whether they match; errors as text."""
+    from skycap.lb.sources import desired_members, list_view
+
+    lb = stage.load_balancer
+    try:
+        view, endpoint_kind = list_view(api, stage.namespace, lb)
+        backend = make_backend(lb, api, stage.namespace)
+    except Exception as exc:  # noqa: BLE001 - status reports what it could not learn, and goes on
+        from skycap.kube import short_reason
+
+        why = exc.message if isinstance(exc, SkycapError) else short_reason(exc)
+        return [{"service": s.service, "pool": s.pool, "error": why} for s in lb.pools.values()]
+    rows = []
+    try:
+        for spec in lb.pools.values():
+            row = {"service": spec.service, "pool": spec.pool}
+            try:
+                desired = desired_members(view, spec, lb, endpoint_kind)
+                current = backend.list_pool(spec.pool)
+            except SkycapError as exc:
+                row["error"] = exc.message
+            else:
+                row["members"] = {m.name: s.state for m, s in sorted(current.items())}
+                row["ready_endpoints"] = sorted(m.name for m in desired)
+                row["in_step"] = reconciler.in_step(desired, current)
+            rows.append(row)
+    finally:
+        backend.close()
+    return rows
+
+
+def print_pools(rows: list[dict]) -> None:
+    from skycap.session import print_table
+
+    table = [("SERVICE", "POOL", "MEMBERS", "MATCHES READY ENDPOINTS")]
+    for row in rows:
+        if "error" in row:
+            table.append((row["service"], row["pool"], "-", f"UNKNOWN: {row['error']}"))
+            continue
+        members = ", ".join(f"{name}" + ("" if state == ENABLED else f" ({state})")
+                            for name, state in row["members"].items()) or "none"
+        missing = sorted(set(row["ready_endpoints"]) - {n for n, s in row["members"].items() if s == ENABLED})
+        verdict = "yes" if row["in_step"] else "NO" + (f": missing {', '.join(missing)}" if missing else "")
+        table.append((row["service"], row["pool"], members, verdict))
+    print_table(table)
