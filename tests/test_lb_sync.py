@@ -29,6 +29,16 @@ def project(tmp_path, local_cluster, namespace, kubeconfig, balancer):  # noqa: 
     return write_project(tmp_path / "project", local_cluster, namespace, lb_block(kind, fake))
 
 
+@pytest.fixture
+def f5_project(tmp_path, local_cluster, namespace, kubeconfig, f5):  # noqa: F811
+    return write_project(tmp_path / "project", local_cluster, namespace, lb_block("f5", f5))
+
+
+@pytest.fixture
+def haproxy_project(tmp_path, local_cluster, namespace, kubeconfig, haproxy):  # noqa: F811
+    return write_project(tmp_path / "project", local_cluster, namespace, lb_block("haproxy", haproxy))
+
+
 def once(root, *extra):
     return skycap("--project", str(root), "lb-sync", "test", "--once", *extra)
 
@@ -165,7 +175,8 @@ def test_the_balancer_down_mid_run_removes_nothing_on_its_account(project, balan
     assert "no member is removed on this account" in sync.text()
 
 
-def test_a_wrong_password(project, f5, web, monkeypatch):  # noqa: F811
+def test_a_wrong_password(f5_project, f5, web, monkeypatch):  # noqa: F811
+    project = f5_project
     monkeypatch.setenv("F5TEST_PASSWORD", "not-the-password")
     ran = once(project)
     assert ran.code == 2
@@ -203,7 +214,8 @@ def test_restarted_lb_sync_changes_nothing_that_is_right(project, balancer, web,
         second.stop()
 
 
-def test_a_restarted_haproxy_gets_its_members_back(project, haproxy, web):  # noqa: F811
+def test_a_restarted_haproxy_gets_its_members_back(haproxy_project, haproxy, web):  # noqa: F811
+    project = haproxy_project
     sync = LbSyncProcess(project)
     try:
         sync.wait_listening()
