@@ -219,6 +219,12 @@ def _wait_synced(feed, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not feed.ready and time.monotonic() < deadline:
         feed.wait(0.1)
+        refused = {kind: why for kind, why in feed.errors.items() if why in ("Forbidden", "Unauthorized")}
+        if refused:
+            raise DeployFailed("the Kubernetes API refused to list " + ", ".join(
+                f"{kind} ({why})" for kind, why in refused.items()) + "; nothing was changed",
+                "lb-sync needs get/list/watch on services, endpoints, endpointslices (a Role) and nodes (a "
+                "ClusterRole): see templates/skycap-lb.yaml.j2")
     if not feed.ready:
         reasons = "; ".join(f"{kind}: {why}" for kind, why in feed.errors.items()) or "no answer"
         raise DeployFailed(f"could not list the Services, endpoints and Nodes within {timeout:g} s ({reasons})",
