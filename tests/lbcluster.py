@@ -54,8 +54,9 @@ def ready_members(core_api, namespace: str, name: str = "web", port: int = 8080)
 
 
 def wait_ready(core_api, namespace: str, count: int, timeout: float = 60, name: str = "web") -> set[str]:
-    return wait_for(lambda: (lambda r: r if len(r) == count else None)(ready_members(core_api, namespace, name)),
-                    timeout, f"{count} ready pods of {name}")
+    found = wait_for(lambda: (lambda r: [r] if len(r) == count else None)(ready_members(core_api, namespace, name)),
+                     timeout, f"{count} ready pods of {name}")
+    return found[0]
 
 
 def write_project(root: Path, cluster, namespace: str, load_balancer: dict, kubeconfig: str | None = None) -> Path:

@@ -244,3 +244,44 @@ def test_status_shows_the_pools(project, balancer, web):  # noqa: F811
 
 def test_ready_members_helper_sees_pods(core_api, namespace, web):
     assert ready_members(core_api, namespace) == web
+
+
+def test_the_api_server_unreachable_empties_no_pool(tmp_path, local_cluster, namespace, core_api, haproxy,  # noqa: F811
+                                                    web):
+    """lb-sync reaches the API server through a forwarder that the test cuts: while it is cut, the pods
+    go away, HAProxy restarts and the grace period passes; no pool is emptied, and the members lb-sync
+    knew come back. Once the API answers again, the pool follows the endpoints."""
+    import json as jsonlib
+
+    from tests.lbkit import Forwarder
+
+    forwarder = Forwarder(local_cluster.ports["apiserver"])
+    forwarder.start()
+    config = jsonlib.loads(local_cluster.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{forwarder.port}"
+    kubeconfig = tmp_path / "kubeconfig-via-forwarder"
+    kubeconfig.write_text(jsonlib.dumps(config))
+    root = write_project(tmp_path / "project", local_cluster, namespace, lb_block("haproxy", haproxy),
+                         kubeconfig=str(kubeconfig))
+    sync = LbSyncProcess(root, env={"SKYCAP_API_TIMEOUT": "2"})
+    try:
+        sync.wait_listening()
+        wait_pool(haproxy, web)
+        forwarder.cut()
+        wait_for(lambda: "the Kubernetes API is unreachable" in sync.text(), 10, "the outage noticed")
+        scale(core_api, namespace, 0)          # lb-sync cannot see this
+        wait_ready(core_api, namespace, 0)
+        haproxy.stop()
+        haproxy.start()                          # and HAProxy forgets its servers meanwhile
+        wait_pool(haproxy, web, timeout=5)       # re-added from what lb-sync last knew
+        time.sleep(3)                            # past empty_grace_seconds (2)
+        assert enabled(haproxy) == web
+        code, health = sync.get("/healthz")
+        assert code == 503 and "unreachable" in health
+        forwarder.restore()
+        wait_for(lambda: sync.get("/healthz")[0] == 200, 20, "healthy again")
+        wait_for(lambda: "emptying the pool" in sync.text(), 10, "the real zero endpoints acted on, loudly")
+        wait_for(lambda: haproxy.members("be_web") == {}, 10, "the pool emptied after the grace period")
+    finally:
+        sync.stop()
+        forwarder.cut()
