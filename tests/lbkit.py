@@ -278,3 +278,34 @@ class Forwarder:
             self.sockets.clear()
 
     restore = start
+
+
+def load_loop(url_host: str, port: int, count: int, rate: float, timeout: float = 2.0) -> dict:
+    """`count` HTTP GETs at `rate` per second (bounded in count and time), each on a new connection;
+    what was sent and what failed. Only to loopback or the local cluster's addresses."""
+    import urllib.request
+
+    allowed_target(url_host)
+    sent, failures = 0, []
+    started = time.monotonic()
+    for index in range(count):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent += 1
+        try:
+            with urllib.request.urlopen(f"http://{url_host}:{port}/", timeout=timeout) as response:
+                response.read()
+                if response.status != 200:
+                    failures.append(f"#{index}: HTTP {response.status}")
+        except Exception as exc:  # noqa: BLE001 - every failure counts, whatever its kind
+            failures.append(f"#{index}: {exc}")
+    return {"sent": sent, "failed": len(failures), "failures": failures[:20],
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def change_latencies(log_text: str) -> list[float]:
+    """Seconds from endpoint change to pool change, from lb-sync's log lines."""
+    import re
+
+    return [float(x) for x in re.findall(r"; ([0-9.]+) s after the endpoint change\)", log_text)]

@@ -3,6 +3,7 @@ and for the iControl REST test server (no BIG-IP can run here)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import time
@@ -85,7 +86,8 @@ def test_running_follows_scaling_and_reports_metrics(project, balancer, web, cor
     finally:
         assert sync.stop() == 0
     text = sync.text()
-    assert "(service web: ready endpoint)" in text and "(service web: no longer a ready endpoint)" in text
+    assert "(service web: ready endpoint" in text and "(service web: no longer a ready endpoint" in text
+    assert re.search(r"added \S+ \(service web: ready endpoint; [0-9.]+ s after the endpoint change\)", text)
 
 
 def test_a_pool_missing_on_the_balancer_is_named(project, balancer, web):  # noqa: F811

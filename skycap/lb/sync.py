@@ -91,8 +91,8 @@ class PoolSync:
                         self.backend.describe)
             return self.backend.list_pool(pool)
 
-    def apply(self, assessment: Assessment) -> int:
-        """Make the plan's changes; the number made."""
+    def apply(self, assessment: Assessment, since: float | None = None) -> int:
+        """Make the plan's changes; the number made. `since`: when the endpoint change behind them came."""
         spec, plan = assessment.spec, assessment.plan
         if plan.loud:
             log.warning("pool %s (service %s): %s", spec.pool, spec.service, plan.loud)
@@ -107,8 +107,9 @@ class PoolSync:
                 continue
             getattr(self.backend, change.action)(spec.pool, change.member)
             self.metrics.changed(spec.pool, change.action)
-            log.info("pool %s: %s %s (service %s: %s)", spec.pool, PAST_TENSE[change.action], change.member,
-                     spec.service, change.reason)
+            after = "" if since is None else f"; {time.monotonic() - since:.3f} s after the endpoint change"
+            log.info("pool %s: %s %s (service %s: %s%s)", spec.pool, PAST_TENSE[change.action], change.member,
+                     spec.service, change.reason, after)
             _track(current, change)
         if assessment.desired is not None:
             counts = {state: sum(1 for s in current.values() if s.state == state)
@@ -122,7 +123,7 @@ class PoolSync:
         pool = spec.pool
         try:
             assessment = self.assess(spec, view, endpoint_kind, trusted, now)
-            made = self.apply(assessment)
+            made = self.apply(assessment, self.pending_since.get(pool))
         except (BalancerUnavailable, BalancerAuthFailed, PoolMissing) as exc:
             self.metrics.error("balancer")
             self._failed(pool, exc, now)
