@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The control plane's build and registry, sshd for VM tests, and the real node: containerd, runc, CNI
-# plugins, iptables and conntrack for kube-proxy, busybox for the runnable images, gcc for pause.
+# plugins, iptables and conntrack for kube-proxy, busybox for the runnable images, gcc for pause;
+# haproxy for the load balancer sync's tests (started by them, never as a system service).
 APT_PACKAGES=(golang-go rsync jq make dpkg-dev docker-registry openssh-server openssl python3-venv
               containerd runc containernetworking-plugins iptables conntrack iproute2 busybox-static
-              gcc libc6-dev)
+              gcc libc6-dev haproxy)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
