@@ -287,3 +287,41 @@ def test_the_api_server_unreachable_empties_no_pool(tmp_path, local_cluster, nam
     finally:
         sync.stop()
         forwarder.cut()
+
+
+def test_lb_sync_killed_and_restarted_in_a_rolling_update(project, balancer, web, core_api, namespace):  # noqa: F811
+    """Killed mid-rollout and started again: the pool is never empty, and ends equal to the ready pods."""
+    import threading
+
+    from kubernetes import client
+
+    kind, fake = balancer
+    first = LbSyncProcess(project)
+    first.wait_listening()
+    wait_pool(fake, web)
+    smallest, watching = [len(web)], threading.Event()
+
+    def watch_pool():
+        while not watching.is_set():
+            smallest[0] = min(smallest[0], len(enabled(fake)))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch_pool)
+    watcher.start()
+    second = None
+    try:
+        client.AppsV1Api(core_api).patch_namespaced_deployment("web", namespace, {"spec": {"template": {
+            "metadata": {"annotations": {"rolled": "yes"}}}}})
+        time.sleep(0.3)
+        first.stop(signal.SIGKILL)
+        second = LbSyncProcess(project)
+        second.wait_listening()
+        wait_for(lambda: ready_members(core_api, namespace) and web.isdisjoint(ready_members(core_api, namespace))
+                 and len(ready_members(core_api, namespace)) == 2, 60, "the rollout done")
+        wait_pool(fake, ready_members(core_api, namespace), timeout=10)
+    finally:
+        watching.set()
+        watcher.join()
+        if second:
+            second.stop()
+    assert smallest[0] >= 1, "the pool was never empty"
