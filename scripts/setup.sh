@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 
 # The control plane's build and registry, sshd for VM tests, and the real node: containerd, runc, CNI
 # plugins, iptables and conntrack for kube-proxy, busybox for the runnable images, gcc for pause;
-# faketime for the lock test of a machine whose clock runs ahead.
+# faketime for the lock test of a machine whose clock runs ahead; haproxy for the load balancer
+# sync's tests (started by them, never as a system service).
 APT_PACKAGES=(golang-go rsync jq make dpkg-dev docker-registry openssh-server openssl python3-venv
               containerd runc containernetworking-plugins iptables conntrack iproute2 busybox-static socat
-              gcc libc6-dev faketime)
+              gcc libc6-dev faketime haproxy)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

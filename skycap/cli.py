@@ -209,6 +209,24 @@ def unlock(ctx, stage, force):
     return pipelines.unlock(_context(ctx), stage, force=force)
 
 
+@cli.command("lb-sync")
+@click.argument("stage")
+@click.option("--once", is_flag=True, help="Reconcile once and exit: 0 in step, 1 if not, 2 bad input.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--listen", default="127.0.0.1:9180", show_default=True, metavar="HOST:PORT",
+              help="Where /healthz and /metrics answer (not with --once).")
+@verbose_option
+@click.pass_context
+def lb_sync(ctx, stage, once, dry_run, listen, verbose):
+    """Keep the load balancer's pools equal to the Services' ready endpoints (watches; runs until stopped)."""
+    _common(ctx, verbose)
+    from skycap.lb.server import parse_listen
+    from skycap.lb.sync import lb_sync as run_lb_sync
+
+    parse_listen(listen)
+    return run_lb_sync(_context(ctx), stage, once=once, dry_run=dry_run, listen=listen)
+
+
 @cli.group("local-cluster")
 def local_cluster():
     """The embedded local control plane, for the demo and the tests."""

@@ -6,16 +6,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skycap.errors import BadInput
+
+if TYPE_CHECKING:
+    from skycap.lb.config import LoadBalancer
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 STAGE_KEYS = {"hg", "registry", "registry_insecure", "image_tag", "kubernetes", "services", "vars", "vm",
-              "vm_order", "keep_releases", "rollout_timeout"}
+              "vm_order", "keep_releases", "rollout_timeout", "load_balancer"}
 KUBERNETES_KEYS = {"namespace", "context", "create_namespace", "kubeconfig"}
 SERVICE_KEYS = {"image", "template", "replicas", "config", "vars"}
 VM_KEYS = {"hosts", "deploy_to", "restart", "check", "parallel", "keep_releases", "linked_dirs", "linked_files",
@@ -73,6 +76,7 @@ class Stage:
     vm_order: str = "after"
     keep_releases: int = 20
     rollout_timeout: float = 300.0
+    load_balancer: "LoadBalancer | None" = None
 
     @property
     def hg_source(self) -> str:
@@ -222,6 +226,10 @@ def parse_stage(name: str, path: Path, project: Project, data: dict) -> Stage:
         raise BadInput(f"{path}: vm must be a mapping of service names to their settings")
     for svc_name, block in vms.items():
         stage.vm[svc_name] = _parse_vm(path, str(svc_name), block)
+    if data.get("load_balancer") is not None:
+        from skycap.lb.config import parse_load_balancer
+
+        stage.load_balancer = parse_load_balancer(path, data["load_balancer"])
     if not stage.services and not stage.vm:
         raise BadInput(f"{path}: the stage has no services and no vm services: nothing to deploy")
     return stage

@@ -59,6 +59,10 @@ def collect_status(session) -> dict:
     if info is not None:
         report["lock"] = dict(info.__dict__)
     report["vm"] = vm_status(session)
+    if stage.load_balancer is not None:
+        from skycap.lb.sync import pool_report
+
+        report["load_balancer"] = pool_report(stage, api)
     return report
 
 
@@ -144,6 +148,11 @@ def print_status(screen, report: dict) -> None:
                 else f"UNREACHABLE: {host['error']}"
             flag = "  <- out of step" if host["out_of_step"] else ""
             print(f"    {host['host']:<30} {where}{flag}")
+    if report.get("load_balancer"):
+        from skycap.lb.sync import print_pools
+
+        print("load balancer pools:")
+        print_pools(report["load_balancer"])
     if report["lock"]:
         lock = report["lock"]
         print(f"LOCKED by {lock['holder']} since {lock['since']}, doing: {lock['purpose']}")
