@@ -120,6 +120,13 @@ def local_repo(source: str, want: str | None = None) -> str:
     return str(cache)
 
 
+def reach(source: str) -> str:
+    """The repository's tip, asked without cloning or pulling (for `skycap doctor`); BadInput saying why not."""
+    if "://" not in source or source.lower().startswith("file:"):
+        source = local_repo(source)  # a path without a repository gets its clear message there
+    return _hg(None, source, "identify", "--id", "-r", "tip", "--", source, timeout=15).stdout.strip()
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "skycap" / "hg"
