@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from skycap.errors import BadInput, SkycapError
-from skycap.ops.output import LinePrinter, Lines
+from skycap.ops.output import LinePrinter, Lines, sink
 from skycap.ops.remote import UNREACHABLE
 from skycap.ops.targets import find_service, is_ready, is_running, list_pods, no_pods, of_current_release, short_name
 from skycap.session import open_stage
@@ -86,7 +86,7 @@ def exec_in_pods(session, service: str, command: list[str], options: ExecOptions
         argv = kubectl.argv(["exec", *flags, ready[0]["metadata"]["name"], "--", *command])
         if options.tty:
             return subprocess.call(argv)  # the terminal is kubectl's alone
-        return pass_through(argv, session.run.log, stdin=options.stdin)
+        return run_kubectl(argv, None, LinePrinter("stdout"), LinePrinter("stderr"), session.run.log, options.stdin)
     running = [pod for pod in pods if is_running(pod)]
     if not running:
         raise no_pods(session, service, pods, "running")
@@ -95,41 +95,26 @@ def exec_in_pods(session, service: str, command: list[str], options: ExecOptions
     def one(pod: dict) -> Outcome:
         name = short_name(pod, service)
         argv = kubectl.argv(["exec", *flags, pod["metadata"]["name"], "--", *command])
-        return Outcome(name, prefixed(argv, name, out, err, session.run.log))
+        return Outcome(name, run_kubectl(argv, name, out, err, session.run.log))
 
     with ThreadPoolExecutor(max_workers=min(POD_PARALLEL, len(running))) as pool:
         outcomes = list(pool.map(one, running))
     return finish(session.run.screen, outcomes, "pods")
 
 
-def pass_through(argv: list[str], log, stdin: bool) -> int:
-    """kubectl's stdout as it comes, its stderr but for known noise; the exit code it gives."""
+def run_kubectl(argv: list[str], prefix: str | None, out: LinePrinter, err: LinePrinter, log,
+                stdin: bool = False) -> int:
+    """kubectl's stdout as it comes (in lines after the prefix, if any), its stderr but for known
+    noise (kept in the run log); the exit code it gives, which is the command's."""
     process = subprocess.Popen(argv, stdin=None if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
-    out = LinePrinter("stdout")
-    errors = threading.Thread(target=_copy_stderr, args=(process.stderr, None, LinePrinter("stderr"), log),
-                              daemon=True)
-    errors.start()
-    try:
-        while chunk := process.stdout.read1(1 << 16):
-            out.write(chunk)
-        errors.join()
-        return process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def prefixed(argv: list[str], prefix: str, out: LinePrinter, err: LinePrinter, log) -> int:
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors = threading.Thread(target=_copy_stderr, args=(process.stderr, prefix, err, log), daemon=True)
     errors.start()
     try:
-        lines = Lines(lambda line: out.line(prefix, line))
+        output = sink(out, prefix)
         while chunk := process.stdout.read1(1 << 16):
-            lines.feed(chunk)
-        lines.close()
+            output.feed(chunk)
+        output.close()
         errors.join()
         return process.wait()
     finally:
@@ -207,8 +192,7 @@ def _run_on_host(host: str, options, folder: str, command: list[str], out: LineP
     except VmHostError as exc:
         return Outcome(host, UNREACHABLE, exc.reason, started=False)
     try:
-        code = run_attached(connection, folder, command, lambda line: out.line(prefix, line),
-                            lambda line: err.line(prefix, line), stop)
+        code = run_attached(connection, folder, command, sink(out, prefix), sink(err, prefix), stop)
     except VmHostError as exc:
         return Outcome(host, UNREACHABLE, exc.reason)
     finally:

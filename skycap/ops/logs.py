@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from skycap.errors import BadInput, SkycapError
-from skycap.ops.output import LinePrinter
+from skycap.ops.output import LinePrinter, sink
 from skycap.ops.targets import api_message, find_service, list_pods, no_pods, source_name
 from skycap.session import open_stage
 
@@ -207,8 +207,6 @@ class PodFollower:
                              name=f"logs-{prefix}", daemon=True).start()
 
     def stream(self, uid: str, pod: str, container: str, prefix: str, first: bool) -> None:
-        from skycap.ops.output import Lines
-
         options = self.options
         try:
             response = self.core.read_namespaced_pod_log(
@@ -224,7 +222,7 @@ class PodFollower:
                 _shut(response)
                 return
             self.streams.setdefault(uid, []).append(response)
-        lines = Lines(lambda line: self.printer.line(prefix, line))
+        lines = sink(self.printer, prefix)
         try:
             for chunk in response.stream(amt=None, decode_content=False):
                 lines.feed(chunk)
@@ -279,8 +277,7 @@ def vm_logs(session, vm, options: LogOptions, printer: LinePrinter) -> int:
 
         prefix = host if len(vm.log_files) == 1 else f"{host} {path}"
         argv = ["tail", "-n", tail, *(["-F"] if options.follow else []), "--", path]
-        code = run_attached(connection, vm.deploy_to, argv, lambda line: printer.line(prefix, line),
-                            lambda line: errors.line(prefix, line), stop)
+        code = run_attached(connection, vm.deploy_to, argv, sink(printer, prefix), sink(errors, prefix), stop)
         if code:
             failed.append(f"{prefix}: tail exited with {code}")
 

@@ -48,3 +48,21 @@ class Lines:
         if self.pending:
             line, self.pending = self.pending, b""
             self.emit(line)
+
+
+class Raw:
+    """Passes chunks on untouched (one target's output, no prefix): the same face as Lines."""
+
+    def __init__(self, printer: LinePrinter):
+        self.printer = printer
+
+    def feed(self, chunk: bytes) -> None:
+        self.printer.write(chunk)
+
+    def close(self) -> None:
+        pass
+
+
+def sink(printer: LinePrinter, prefix: str | None):
+    """Where one source's output goes: whole lines after the prefix, or, without one, as it comes."""
+    return Lines(lambda line: printer.line(prefix, line)) if prefix else Raw(printer)

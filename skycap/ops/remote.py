@@ -11,7 +11,6 @@ import select
 import shlex
 import threading
 
-from skycap.ops.output import Lines
 
 # $1: the folder to run in; the rest: the command's words, each one argument (never a shell string).
 ATTACHED = """\
@@ -35,15 +34,14 @@ def attached_command(folder: str, argv: list[str]) -> str:
                      *(shlex.quote(word) for word in argv)])
 
 
-def run_attached(host, folder: str, argv: list[str], on_stdout, on_stderr, stop: threading.Event) -> int | None:
-    """Run argv in folder on an open vm_ssh.HostConnection; feed each output line (bytes) to its
-    callback; return the exit code, or None when `stop` was set first."""
+def run_attached(host, folder: str, argv: list[str], out, err, stop: threading.Event) -> int | None:
+    """Run argv in folder on an open vm_ssh.HostConnection; feed its stdout and stderr to `out` and
+    `err` (output.Lines or output.Raw); return the exit code, or None when `stop` was set first."""
     import paramiko
 
     from skycap.vm_ssh import HostUnreachable
 
     channel = None
-    out, err = Lines(on_stdout), Lines(on_stderr)
     try:
         channel = host.connection.transport.open_session(timeout=host.options.connect_timeout)
         channel.exec_command(attached_command(folder, argv))
