@@ -334,13 +334,12 @@ class Doctor:
     # ----- the other sources -----
 
     def mercurial(self) -> Check:
-        from skycap.revision import display, reach
+        from skycap.revision import reach
 
         try:
-            tip = reach(self.stage.hg_source)
+            return Check("mercurial", OK, reach(self.stage.hg_source))
         except SkycapError as exc:
             return failed_check("mercurial", exc)
-        return Check("mercurial", OK, f"{display(self.stage.hg_source)} answers (tip {tip})")
 
     def registry(self) -> Check:
         from skycap.registry import Registry, image_digests, registry_name
