@@ -227,6 +227,72 @@ def lb_sync(ctx, stage, once, dry_run, listen, verbose):
     return run_lb_sync(_context(ctx), stage, once=once, dry_run=dry_run, listen=listen)
 
 
+@cli.command()
+@click.argument("stage")
+@click.argument("service")
+@click.option("--tail", type=int, metavar="N", help="Only the last N lines of each pod (default: all; "
+              "VM log files: the last 100).")
+@click.option("--since", metavar="DURATION", help="Only lines newer than this, like 10m or 1h30m (pods only).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines, from new pods too, until Ctrl-C.")
+@click.option("-p", "--previous", is_flag=True, help="The last instance of containers that ended (crashed).")
+@click.pass_context
+def logs(ctx, stage, service, tail, since, follow, previous):
+    """The lines of every pod (or VM host) of SERVICE, each after a short name of where it came from."""
+    from skycap.ops.logs import LogOptions, logs as show_logs, parse_duration
+
+    options = LogOptions(tail=tail, since=parse_duration(since) if since is not None else None, follow=follow,
+                         previous=previous)
+    return show_logs(_context(ctx), stage, service, options)
+
+
+@cli.command("exec")
+@click.argument("stage")
+@click.argument("service")
+@click.argument("command", nargs=-1, metavar="-- CMD...")
+@click.option("--all", "all_targets", is_flag=True, help="Run on every pod (or host), a few at a time.")
+@click.option("-i", "--stdin", is_flag=True, help="Pass stdin to the command (one pod).")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a terminal (one pod; -it for a shell).")
+@click.option("-c", "--container", metavar="NAME", help="The pod's container to run in (default: kubectl's).")
+@click.pass_context
+def exec_(ctx, stage, service, command, all_targets, stdin, tty, container):
+    """Run CMD in a ready pod of the current release of SERVICE (or in current/ on a VM host).
+
+    The exit code is the command's; with --all, the first non-zero one, after a summary."""
+    from skycap.ops.exec import ExecOptions, exec_command
+
+    options = ExecOptions(all_targets=all_targets, stdin=stdin, tty=tty, container=container)
+    return exec_command(_context(ctx), stage, service, list(command), options)
+
+
+@cli.command()
+@click.argument("stage")
+@click.argument("services", nargs=-1, required=True, metavar="SERVICE...")
+@click.option("--timeout", type=float, metavar="SECONDS", help="How long to wait for the rollout.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record the key of an SSH host seen for the first time.")
+@verbose_option
+@click.pass_context
+def restart(ctx, stage, services, timeout, accept_new_host_keys, verbose):
+    """Restart services (pods roll, VM hosts run restart and check), recorded as a release."""
+    _common(ctx, verbose)
+    from skycap.ops.restart import restart as restart_services
+
+    return restart_services(_context(ctx), stage, list(services), timeout=timeout,
+                            accept_new_host_keys=accept_new_host_keys)
+
+
+@cli.command()
+@click.argument("stage")
+@output_option
+@click.pass_context
+def doctor(ctx, stage, output):
+    """Check everything a deploy of STAGE needs, one line each; exit 0 all pass, 2 otherwise."""
+    from skycap.ops.doctor import doctor as check_stage
+
+    run = _context(ctx)
+    run.output = output
+    return check_stage(run, stage)
+
+
 @cli.group("local-cluster")
 def local_cluster():
     """The embedded local control plane, for the demo and the tests."""

@@ -24,7 +24,7 @@ from skycap.kube import drained
 from skycap.render import MANAGED_BY, STAGE_LABEL
 
 STATUSES = ("pending", "deployed", "failed", "rolled-back", "superseded", "interrupted", "recorded")
-KINDS = ("deploy", "rollback", "scale", "unlock")
+KINDS = ("deploy", "rollback", "scale", "unlock", "restart")
 GOOD_STATUSES = ("deployed", "superseded")
 DEFAULT_KEEP = 20
 

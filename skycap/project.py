@@ -22,7 +22,7 @@ STAGE_KEYS = {"hg", "registry", "registry_insecure", "image_tag", "kubernetes", 
 KUBERNETES_KEYS = {"namespace", "context", "create_namespace", "kubeconfig"}
 SERVICE_KEYS = {"image", "template", "replicas", "config", "vars"}
 VM_KEYS = {"hosts", "deploy_to", "restart", "check", "parallel", "keep_releases", "linked_dirs", "linked_files",
-           "check_retries", "check_delay", "connect_timeout", "command_timeout", "known_hosts"}
+           "check_retries", "check_delay", "connect_timeout", "command_timeout", "known_hosts", "log_files"}
 
 
 @dataclass
@@ -55,6 +55,7 @@ class VmService:
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
     known_hosts: str | None = None
+    log_files: list[str] = field(default_factory=list)  # under current/ or shared/, for `skycap logs`
 
 
 @dataclass
@@ -292,8 +293,21 @@ def _parse_vm(path: Path, name: str, block: Any) -> VmService:
         connect_timeout=float(_optional(path, where + ".", block, "connect_timeout", (int, float), 10.0)),
         command_timeout=float(_optional(path, where + ".", block, "command_timeout", (int, float), 120.0)),
         known_hosts=_optional(path, where + ".", block, "known_hosts", str, None),
+        log_files=_log_files(path, where, block.get("log_files")),
         **links,
     )
     if vm.parallel < 1 or vm.keep_releases < 2:
         raise BadInput(f"{path}: {where}: parallel must be 1 or more and keep_releases 2 or more")
     return vm
+
+
+def _log_files(path: Path, where: str, value: Any) -> list[str]:
+    """Files `skycap logs` tails on each host: relative to deploy_to, under current/ or shared/."""
+    value = value or []
+    good = isinstance(value, list) and all(
+        isinstance(v, str) and re.match(r"^(current|shared)/[-._a-zA-Z0-9][-/._a-zA-Z0-9]*$", v)
+        and ".." not in v.split("/") for v in value)
+    if not good:
+        raise BadInput(f"{path}: {where}.log_files must be a list of paths under current/ or shared/ "
+                       "(letters, digits, - _ . /), like shared/log/app.log")
+    return value

@@ -120,6 +120,19 @@ def local_repo(source: str, want: str | None = None) -> str:
     return str(cache)
 
 
+def reach(source: str) -> str:
+    """Whether the repository answers, without cloning or pulling (for `skycap doctor`): a URL's tip
+    as the server gives it; for a local path, that it holds a repository (hg itself is not started:
+    on a busy machine its start-up alone takes seconds). BadInput saying why not."""
+    if "://" not in source or source.lower().startswith("file:"):
+        path = Path(local_repo(source))  # a path without a repository gets its clear message there
+        if not (path / ".hg" / "requires").is_file() and not (path / ".hg" / "store").is_dir():
+            raise BadInput(f"{path} has a .hg folder but no repository in it", "check the stage's hg: setting")
+        return f"local repository {path}"
+    tip = _hg(None, source, "identify", "--id", "-r", "tip", "--", source, timeout=15).stdout.strip()
+    return f"{display(source)} answers (tip {tip})"
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "skycap" / "hg"

@@ -243,6 +243,43 @@ def status(vm: VmService, *, accept_new_host_keys: bool = False, project_root: P
     return VmStatus(vm.name, hosts)
 
 
+def restart(vm: VmService, *, accept_new_host_keys: bool = False, on_event: EventCallback | None = None,
+            cancel: threading.Event | None = None, project_root: Path | None = None) -> VmResult:
+    """The service's restart command, then its check, in current/ of each host, vm.parallel at a time;
+    no host starts once one has failed (its check included). Nothing is switched."""
+    if not vm.restart:
+        raise BadInput(f"vm {vm.name} has no restart command to run", "add restart: to its block in the stage file")
+    run = _Run(vm, _ssh_options(vm, accept_new_host_keys, project_root), on_event, cancel, None)
+    result = VmResult(vm.name, "restart", None, None, list(run.outcomes.values()))
+
+    def restart_host(host: str) -> None:
+        run.step(host, "restart", remote.command_in_current(vm.deploy_to, vm.restart))
+        run.event(host, "restarted")
+        if vm.check:
+            run.check(host, stoppable=False)  # a host that has restarted is checked whatever the others do
+        run.outcomes[host].state = DONE
+
+    try:
+        run.each_host(restart_host)
+    finally:
+        run.close()
+    result.interrupted = run.interrupted
+    if result.ok:
+        return result
+    waiting = [o.host for o in result.hosts if o.state == NOT_STARTED]
+    left = f"; not restarted: {', '.join(waiting)}" if waiting else ""
+    if run.interrupted:
+        raise VmInterrupted(f"vm {vm.name}: restart interrupted{left}", result)
+    failure = run.first_failure
+    raise VmDeployFailed(f"vm {vm.name}: restart failed: {failure.host} failed at {failure.failed_step}{left}",
+                         result)
+
+
+def ssh_options(vm: VmService, accept_new_host_keys: bool = False, project_root: Path | None = None) -> SshOptions:
+    """How to reach a VM service's hosts, for the commands besides deploys that run there (logs, exec)."""
+    return _ssh_options(vm, accept_new_host_keys, project_root)
+
+
 def preflight(vm: VmService, *, accept_new_host_keys: bool = False, project_root: Path | None = None) -> VmStatus:
     """Reach every host before anything changes anywhere; raise naming each host that cannot be reached."""
     found = status(vm, accept_new_host_keys=accept_new_host_keys, project_root=project_root)
@@ -610,6 +647,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["plan", "describe_plan", "build_archive", "deploy", "rollback", "status", "preflight", "new_release_name",
+__all__ = ["plan", "describe_plan", "build_archive", "deploy", "rollback", "restart", "status", "preflight",
+           "ssh_options", "new_release_name",
            "VmResult", "HostOutcome", "VmStatus", "HostStatus", "HostPlan", "VmDeployFailed", "VmInterrupted",
            "HostKeyRefused", "HostUnreachable", "RemoteCommandFailed"]
