@@ -327,3 +327,44 @@ def test_on_a_real_node_the_web_page_answers_through_the_node_port(project, core
     assert gc.code == 0 and f"destroyed environment {BRANCH}" in gc.stderr
     assert read_namespace(core_api, env_namespace(project)) is None
     assert environments(project) == []
+
+
+def test_the_gc_cronjob_role_is_enough_for_gc(project, core_api, local_cluster):
+    """The CronJob template's ServiceAccount and ClusterRole, applied for real; then the gc runs with
+    exactly that account's rights (the API server impersonating it) and destroys an expired environment."""
+    from skycap.environments.commands import InCluster, gc_cluster
+    from skycap.kubectl import Kubectl
+
+    make_expired(project, ["by-cron"])
+    project.edit_stage(lambda data: data.update(services={"skycap-env-gc": {
+        "image": "skytap/skycap", "template": "skycap-env-gc.yaml.j2"}}, vars={"cronjob_api_version": "batch/v1beta1"}))
+    node = project.commit("cron", publish=False)  # render only: no image needed
+    rendered = project.run("render", "test", f"rev={node}")
+    assert rendered.code == 0, rendered.stderr
+    kinds = {doc.split("kind: ", 1)[1].split("\n", 1)[0] for doc in rendered.stdout.split("\n---\n") if "kind: " in doc}
+    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "CronJob"} <= kinds
+    kubectl = Kubectl(namespace=project.namespace, log=_NoLog(), kubeconfig=str(local_cluster.kubeconfig))
+    kubectl.run(["apply", "-f", "-"], stdin=rendered.stdout)
+    account = f"system:serviceaccount:{project.namespace}:skycap-env-gc"
+    _, answer = kubectl.run(["auth", "can-i", "--as", account, "list", "secrets", "-A"], ok_codes=(0, 1))
+    assert answer.strip() == "no"  # least rights: no secrets, no workloads
+    from kubernetes import client as kclient
+    from kubernetes import config
+
+    configuration = kclient.Configuration()
+    config.load_kube_config(config_file=str(local_cluster.kubeconfig), client_configuration=configuration)
+    impersonated = kclient.ApiClient(configuration)
+    impersonated.set_default_header("Impersonate-User", account)
+    time.sleep(2.5)
+    try:
+        from skycap.context import Screen
+
+        assert gc_cluster(Screen(quiet=True), InCluster(_api=impersonated), timeout=60) == 0
+        assert read_namespace(core_api, env_namespace(project, "by-cron")) is None
+    finally:
+        kubectl.run(["delete", "-f", "-", "--ignore-not-found"], stdin=rendered.stdout)
+
+
+class _NoLog:
+    def write(self, *_args):
+        pass

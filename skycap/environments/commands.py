@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from skycap.environments.lookup import Cluster, find_environment, project_clusters
+from skycap.environments.lookup import Cluster, find_environment, project_clusters, read_definition
 from skycap.environments.naming import check_name, human_duration, parse_duration, stage_name
 from skycap.environments.stored import (
     DEFINITION,
@@ -336,21 +336,25 @@ def state_of(namespace: dict, env: Environment, workloads: list[dict]) -> str:
 
 
 def environment_namespaces(cluster: Cluster) -> tuple[dict[str, dict], dict[str, Environment]]:
-    """The cluster's environment namespaces by name, and the definitions found in them."""
+    """The cluster's environment namespaces by name, and the definitions found in them: one GET each, side
+    by side, so the gc CronJob's role reads no ConfigMap but the definitions (list ConfigMaps could not
+    be limited to them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from kubernetes import client
 
     core = client.CoreV1Api(cluster.api)
     listed = json.loads(core.list_namespace(label_selector=ENVIRONMENT_LABEL, _preload_content=False).data)
     namespaces = {item["metadata"]["name"]: item for item in listed.get("items", [])}
-    maps = json.loads(core.list_config_map_for_all_namespaces(
-        label_selector=ENVIRONMENT_LABEL, field_selector=f"metadata.name={DEFINITION}", _preload_content=False).data)
-    definitions = {}
-    for item in maps.get("items", []):
+
+    def definition(name):
         try:
-            definitions[item["metadata"]["namespace"]] = Environment.from_config_map(item.get("data") or {})
+            return read_definition(cluster.api, name)
         except (KeyError, ValueError):
-            continue  # edited by hand into something unreadable: gc treats the namespace as an orphan
-    return namespaces, definitions
+            return None  # edited by hand into something unreadable: gc treats the namespace as an orphan
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = dict(zip(namespaces, pool.map(definition, namespaces)))
+    return namespaces, {name: env for name, env in found.items() if env is not None}
 
 
 def reason(exc: BaseException) -> str:
