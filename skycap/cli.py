@@ -293,6 +293,86 @@ def doctor(ctx, stage, output):
     return check_stage(run, stage)
 
 
+@cli.group("env")
+def env():
+    """Environments: stages made on demand from a stage, in a namespace of their own, that expire."""
+
+
+@env.command("create")
+@click.argument("name")
+@click.argument("words", nargs=-1, metavar="rev=REV")
+@click.option("--from", "source", required=True, metavar="STAGE", help="The stage (a file under stages/) to copy.")
+@click.option("--ttl", default="8h", show_default=True, help="Lifetime; each deploy pushes the expiry out by it.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a stage file value: config.web.LOG_LEVEL=debug, vars.queue=jobs-x, ...")
+@click.option("--replace", is_flag=True, help="Destroy an environment of that name first.")
+@click.option("--with-vm", is_flag=True, help="Deploy the VM services too, to the stage's env_hosts.")
+@click.option("--keep-on-failure", is_flag=True, help="Keep the environment when its first deploy fails.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="How long to wait for the rollout.")
+@click.option("--skip-image-check", is_flag=True, help="Do not ask the registry whether the images exist.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record the key of an SSH host seen for the first time.")
+@verbose_option
+@click.pass_context
+def env_create(ctx, name, words, source, ttl, sets, replace, with_vm, keep_on_failure, timeout, skip_image_check,
+               accept_new_host_keys, verbose):
+    """Make environment NAME from a stage and deploy rev=REV into it."""
+    _common(ctx, verbose)
+    rev = required_rev(words, "env create", f"{name} --from {source}")
+    from skycap.environments import commands
+
+    return commands.create(_context(ctx), name, source, rev, ttl=ttl, sets=sets, replace=replace, with_vm=with_vm,
+                           keep_on_failure=keep_on_failure, timeout=timeout, image_check=not skip_image_check,
+                           accept_new_host_keys=accept_new_host_keys)
+
+
+@env.command("list")
+@output_option
+@click.pass_context
+def env_list(ctx, output):
+    """Every environment made from this project's stages: rev, owner, age, expiry, state."""
+    from skycap.environments import commands
+
+    run = _context(ctx)
+    run.output = output
+    return commands.list_environments(run)
+
+
+@env.command("extend")
+@click.argument("name")
+@click.option("--ttl", required=True, help="The new lifetime from now, like 8h.")
+@click.pass_context
+def env_extend(ctx, name, ttl):
+    """Push environment NAME's expiry out to now + TTL."""
+    from skycap.environments import commands
+
+    return commands.extend(_context(ctx), name, ttl)
+
+
+@env.command("destroy")
+@click.argument("name")
+@click.option("--timeout", type=float, default=120, show_default=True, metavar="SECONDS",
+              help="How long to wait for the namespace to be gone.")
+@click.pass_context
+def env_destroy(ctx, name, timeout):
+    """Delete environment NAME (its namespace and all in it) under its lock; wait until gone."""
+    from skycap.environments import commands
+
+    return commands.destroy(_context(ctx), name, timeout=timeout)
+
+
+@env.command("gc")
+@click.option("--timeout", type=float, default=120, show_default=True, metavar="SECONDS",
+              help="How long to wait for the namespaces to be gone.")
+@click.option("--in-cluster", is_flag=True, help="Use the pod's service account (the CronJob); every environment "
+              "of the cluster.")
+@click.pass_context
+def env_gc(ctx, timeout, in_cluster):
+    """Destroy every expired environment; safe to run from cron, several at once."""
+    from skycap.environments import commands
+
+    return commands.gc(_context(ctx), timeout=timeout, in_cluster=in_cluster)
+
+
 @cli.group("local-cluster")
 def local_cluster():
     """The embedded local control plane, for the demo and the tests."""

@@ -27,10 +27,16 @@ def status(run, stage_name: str) -> int:
 
     session = open_stage(run, stage_name)
     report = collect_status(session)
+    if session.stage.environment is not None:
+        from skycap.environments.commands import print_environment, status_extra
+
+        report["environment"] = status_extra(session)
     if run.output == "json":
         emit_json(report)
     else:
         print_status(run.screen, report)
+        if "environment" in report:
+            print_environment(report["environment"])
     return 0
 
 

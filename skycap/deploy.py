@@ -63,6 +63,10 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
         raise Interrupted(interrupted_message(state), exc.hint) from None
     finally:
         summarise(run, session, state, phases)
+        if stage.environment is not None and state.release is not None:
+            from skycap.environments.commands import after_deploy
+
+            after_deploy(session, state)  # an environment in use does not expire
 
 
 def resolve_render_check(session, state, phases, cluster, image_check: bool, accept_new_host_keys: bool) -> None:

@@ -18,7 +18,7 @@ IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 STAGE_KEYS = {"hg", "registry", "registry_insecure", "image_tag", "kubernetes", "services", "vars", "vm",
-              "vm_order", "keep_releases", "rollout_timeout", "load_balancer"}
+              "vm_order", "keep_releases", "rollout_timeout", "load_balancer", "env_replicas", "env_hosts"}
 KUBERNETES_KEYS = {"namespace", "context", "create_namespace", "kubeconfig"}
 SERVICE_KEYS = {"image", "template", "replicas", "config", "vars"}
 VM_KEYS = {"hosts", "deploy_to", "restart", "check", "parallel", "keep_releases", "linked_dirs", "linked_files",
@@ -78,6 +78,10 @@ class Stage:
     keep_releases: int = 20
     rollout_timeout: float = 300.0
     load_balancer: "LoadBalancer | None" = None
+    env_replicas: int = 1  # the replica cap of environments made from this stage
+    env_hosts: dict[str, list[str]] = field(default_factory=dict)  # VM service -> hosts, for env --with-vm
+    environment: Any = None  # the skycap.environments.Environment when this stage is an environment
+    node_ports: bool = False  # render ClusterIP Services as NodePort (environments: reachable from outside)
 
     @property
     def hg_source(self) -> str:
@@ -90,6 +94,7 @@ class Stage:
 @dataclass
 class Project:
     root: Path
+    environments: dict[str, Stage] = field(default_factory=dict, repr=False)  # environments resolved this run
 
     @property
     def stages_dir(self) -> Path:
@@ -106,13 +111,28 @@ class Project:
     def stage_names(self) -> list[str]:
         return sorted(p.stem for p in self.stages_dir.glob("*.yaml"))
 
+    def has_stage_file(self, name: str) -> bool:
+        return bool(NAME_RE.match(name)) and (self.stages_dir / f"{name}.yaml").is_file()
+
     def load_stage(self, name: str) -> Stage:
+        """stages/NAME.yaml, else the environment called NAME, looked up in the cluster (skycap.environments)."""
         path = self.stages_dir / f"{name}.yaml"
-        if not NAME_RE.match(name) or not path.is_file():
-            known = ", ".join(self.stage_names()) or "none"
-            raise BadInput(f"unknown stage {name!r} in {self.root}",
-                           f"known stages: {known} (one file per stage under {self.stages_dir})")
-        return parse_stage(name, path, self, _read_yaml(path))
+        if name not in self.environments and self.has_stage_file(name):
+            return parse_stage(name, path, self, _read_yaml(path))
+        if name not in self.environments:
+            from skycap.environments.lookup import find_environment_stage
+
+            self.environments[name] = find_environment_stage(self, name)
+        return self.environments[name]
+
+    def unknown_stage(self, name: str, note: str = "") -> BadInput:
+        known = ", ".join(self.stage_names()) or "none"
+        return BadInput(f"unknown stage {name!r} in {self.root}{note}",
+                        f"known stages: {known} (one file per stage under {self.stages_dir}); "
+                        f"environments: skycap env list")
+
+    def read_stage_data(self, name: str) -> dict:
+        return _read_yaml(self.stages_dir / f"{name}.yaml")
 
 
 def find_project(explicit: str | None = None, cwd: Path | None = None) -> Project:
@@ -217,6 +237,9 @@ def parse_stage(name: str, path: Path, project: Project, data: dict) -> Stage:
         raise BadInput(f"{path}: vm_order must be 'before' or 'after', not {stage.vm_order!r}")
     if stage.keep_releases < 1:
         raise BadInput(f"{path}: keep_releases must be 1 or more")
+    stage.env_replicas = _optional(path, "", data, "env_replicas", int, 1)
+    if stage.env_replicas < 0:
+        raise BadInput(f"{path}: env_replicas must be 0 or more")
     services = data.get("services") or {}
     if not isinstance(services, dict):
         raise BadInput(f"{path}: services must be a mapping of service names to their settings")
@@ -231,6 +254,7 @@ def parse_stage(name: str, path: Path, project: Project, data: dict) -> Stage:
         from skycap.lb.config import parse_load_balancer
 
         stage.load_balancer = parse_load_balancer(path, data["load_balancer"])
+    stage.env_hosts = _parse_env_hosts(path, data.get("env_hosts"), stage.vm)
     if not stage.services and not stage.vm:
         raise BadInput(f"{path}: the stage has no services and no vm services: nothing to deploy")
     return stage
@@ -254,6 +278,14 @@ def _parse_service(path: Path, project: Project, name: str, block: Any) -> Servi
     return Service(name=name, image=image, template=template, replicas=replicas,
                    config=_string_map(path, where + ".config", block.get("config")),
                    vars=_optional(path, where + ".", block, "vars", dict, {}) or {})
+
+
+def _parse_env_hosts(path: Path, data: Any, vms: dict) -> dict[str, list[str]]:
+    data = _check_keys(path, "env_hosts", data, set(vms))
+    for name, hosts in data.items():
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and HOST_RE.match(h) for h in hosts):
+            raise BadInput(f"{path}: env_hosts.{name} must be a list of user@host[:port]")
+    return dict(data)
 
 
 HOST_RE = re.compile(r"^(?:(?P<user>[a-z_][-a-z0-9_.]*)@)?"

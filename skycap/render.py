@@ -89,6 +89,8 @@ def render_stage(stage, revision: RenderInput) -> Rendered:
         rendered.manifests.extend(render_service(env, stage, service, revision))
     for manifest in rendered.manifests:
         stamp(manifest, stage, revision)
+        if stage.node_ports:
+            expose_node_port(manifest.obj)
     check_collisions(rendered)
     return rendered
 
@@ -201,6 +203,14 @@ def stamp(manifest: Manifest, stage, revision: RenderInput) -> None:
         pod_labels = template.setdefault("metadata", {}).setdefault("labels", {})
         pod_labels[STAGE_LABEL] = stage.name
         pod_labels[SERVICE_LABEL] = manifest.service
+
+
+def expose_node_port(obj: dict) -> None:
+    """Environments: a ClusterIP Service becomes a NodePort one, reachable at node:nodePort from outside."""
+    spec = obj.get("spec")
+    if obj["kind"] == "Service" and isinstance(spec, dict) and spec.get("type", "ClusterIP") == "ClusterIP" \
+            and spec.get("clusterIP") != "None":
+        spec["type"] = "NodePort"
 
 
 def _pod_template(obj: dict) -> dict | None:
