@@ -222,3 +222,13 @@ def test_secrets_printed_as_json_or_yaml_are_masked():
         assert "b2xkLXZhbHVl" not in masked and "old-value" not in masked and "TOKEN" in masked
     assert json.loads(redact(listing))["items"][1] == config
     assert redact("secret/vault-token configured\n") == "secret/vault-token configured\n"
+
+
+def test_a_masked_last_applied_annotation_alone_is_no_change():
+    from skycap.plan import essential_diff
+    from skycap.redact import redact
+
+    stamps_only = OLD_KUBECTL_DIFF.replace("-  TOKEN: b2xkLXZhbHVl\n+  TOKEN: bmV3LXZhbHVl\n", "  TOKEN: b2xkLXZhbHVl\n")
+    stamps_only = stamps_only[:stamps_only.index("diff -u -N /tmp/LIVE-1/v1.ConfigMap")]
+    assert essential_diff(redact(stamps_only)) == ""
+    assert "TOKEN: *** (after)" in essential_diff(redact(OLD_KUBECTL_DIFF))
