@@ -469,11 +469,11 @@ def _save_traceback() -> str:
     import traceback
     from datetime import datetime, timezone
 
-    from skycap.context import log_dir
+    from skycap.context import log_dir, private_file
 
     path = log_dir() / f"crash-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(traceback.format_exc())
+    with private_file(path) as crash:
+        crash.write(traceback.format_exc())
     return str(path)
 
 

@@ -62,6 +62,7 @@ def history(run, stage_name: str) -> int:
 def release_dict(release) -> dict:
     data = dict(release.__dict__)
     data.pop("manifests", None)
+    data.pop("objects", None)
     return data
 
 
@@ -78,14 +79,26 @@ def render_command(run, stage_name: str, rev: str) -> int:
 
 
 def diff(run, stage_name: str, rev: str) -> int:
+    """kubectl diff of what rev= renders against what runs; what Skycap stamps on every release
+    (release number, node) is not a change: hidden unless -v, and exit 0 when nothing else differs."""
+    from skycap.plan import classify_diff, essential_diff, plan_lines
+
     session = open_stage(run, stage_name)
     revision = resolve_revision(session.stage, rev)
     rendered = render(session.stage, revision, next_release_number(session))
-    code, text = session.kubectl.diff(rendered.to_yaml())
-    print(text, end="")
-    if code == 0:
+    _, text = session.kubectl.diff(rendered.to_yaml())
+    plan = classify_diff(rendered, text)
+    for line in plan_lines(plan):
+        run.screen.line(line)
+    print(text if run.verbose else essential_diff(text), end="")
+    changes = len(plan["create"]) + len(plan["change"])
+    if changes:
+        run.screen.line(f"{changes} object(s) would change; unchanged: {len(plan['unchanged'])}")
+    else:
         run.screen.ok(f"no change: {stage_name} already runs what rev={rev} renders")
-    return code
+    if run.log.used:
+        run.screen.line(f"    log: {run.log.path}")
+    return 1 if changes else 0
 
 
 def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:

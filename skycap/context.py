@@ -24,6 +24,13 @@ def log_dir() -> Path:
     return user_state_dir("SKYCAP_LOG_DIR", "logs")
 
 
+def private_file(path: Path) -> TextIO:
+    """path opened for appending, made 0600 in a folder made 0700: run logs and crash files hold what
+    kubectl, ssh and tracebacks printed, which is for the user who ran Skycap only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8")
+
+
 class RunLog:
     """The run's log file: everything kubectl and ssh printed, filtered or not, with timestamps."""
 
@@ -36,8 +43,7 @@ class RunLog:
         if not text:
             return
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = private_file(self.path)
         stamp = datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
         for line in text.rstrip("\n").splitlines():
             self._file.write(f"{stamp} [{source}] {line}\n")

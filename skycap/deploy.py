@@ -3,7 +3,6 @@ the cluster; a failure after it rolls back to the last good release unless told 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 from skycap.apply import apply_and_watch, server_dry_run
@@ -18,7 +17,6 @@ from skycap.session import (
     emit_json,
     host_printer,
     interruptible,
-    load_objects,
     open_stage,
     prefetch,
     record,
@@ -334,6 +332,8 @@ def after_success(session, state, previous) -> None:
     does not; trim the ledger."""
     screen = session.run.screen
     try:
+        from skycap.prune import prune_removed
+
         _, gone, _ = call_api(session, "ledger", previous.result)
         session.require_lock()
         prune_removed(session, gone)
@@ -350,30 +350,10 @@ def after_success(session, state, previous) -> None:
 def previous_and_gone(ledger, state, releases) -> tuple:
     """The last good release before this one that can be read, the (kind, name) of what it applied that
     this one does not, and the good releases skipped because they cannot be read (why, each)."""
+    from skycap.prune import gone_objects
+
     previous, skipped = readable_good_before(ledger, state.release.number, releases)
-    if not state.rendered or not state.rendered.manifests:
-        return previous, [], skipped  # never prune from an empty render
-    if previous is None or not previous.manifests:
-        return previous, [], skipped
-    current = {(m.kind, m.name) for m in state.rendered.manifests}
-    return previous, [(obj["kind"], obj["metadata"]["name"]) for obj in load_objects(previous.manifests)
-                      if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"], \
-        skipped
-
-
-def prune_removed(session, gone) -> None:
-    from skycap.render import STAGE_LABEL
-
-    if not gone:
-        return
-    refs = [f"{kind}/{name}" for kind, name in gone]
-    _, stdout = session.kubectl.run(["get", "--ignore-not-found", "-o", "json", *refs])
-    live = json.loads(stdout or '{"items": []}').get("items", []) if stdout.strip() else []
-    ours = [f"{o['kind']}/{o['metadata']['name']}" for o in live
-            if (o["metadata"].get("labels") or {}).get(STAGE_LABEL) == session.stage.name]
-    if ours:
-        session.run.screen.phase(f"prune objects no longer in the stage: {', '.join(ours)}")
-        session.kubectl.delete(ours)
+    return previous, gone_objects(previous, state.rendered, ledger.namespace), skipped
 
 
 def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) -> None:
@@ -424,10 +404,11 @@ def deploy_plan(session, state, phases) -> int:
             raise
         except SkycapError as exc:
             raise BadInput(f"the cluster rejected the rendered manifests: {exc.message}") from None
+    from skycap.plan import classify_diff, plan_lines
+
     plan = classify_diff(state.rendered, text)
-    for action in ("create", "change", "unchanged"):
-        for ref in plan[action]:
-            run.screen.line(f"    {action:<9} {ref}")
+    for line in plan_lines(plan):
+        run.screen.line(line)
     if session.stage.vm:
         from skycap import vm
 
@@ -436,33 +417,6 @@ def deploy_plan(session, state, phases) -> int:
     state.status = "planned"
     state.plan = plan
     return 0
-
-
-# Lines every deploy changes by itself: they do not make an object "changed" in the plan.
-BOOKKEEPING = ("skycap.io/release:", "skycap.io/node:", "kubectl.kubernetes.io/last-applied-configuration",
-               '{"apiVersion"', "generation:", "resourceVersion:", "time:", "f:skycap.io/")
-
-
-def classify_diff(rendered, diff_text: str) -> dict[str, list[str]]:
-    """kubectl diff names each differing object's file; all-new files are objects to create."""
-    created, changed = set(), set()
-    current = None
-    for line in diff_text.splitlines():
-        if line.startswith("diff "):
-            current = line.split()[-1].rsplit("/", 1)[-1]
-        elif current and line.startswith("@@ -0,0 "):
-            created.add(current)
-        elif current and line[:1] in "+-" and not line.startswith(("+++", "---")):
-            if not line[1:].strip().startswith(BOOKKEEPING):
-                changed.add(current)
-    plan = {"create": [], "change": [], "unchanged": []}
-    for manifest in rendered.manifests:
-        api_version = manifest.obj["apiVersion"].replace("/", ".")
-        namespace = manifest.obj["metadata"].get("namespace", "")
-        key = ".".join(part for part in (api_version, manifest.kind, namespace, manifest.name) if part)
-        action = "create" if key in created else "change" if key in changed else "unchanged"
-        plan[action].append(manifest.ref())
-    return plan
 
 
 def summarise(run, session, state, phases) -> None:

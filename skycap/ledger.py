@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,6 +62,7 @@ class Release:
     manifests: str | None = None  # YAML text; None when listed without it
     manifests_size: int = 0  # bytes of YAML stored with the release (0: it carries none)
     resource_version: str | None = None  # of its Secret as last read or written: status writes are conditional on it
+    objects: list[dict] | None = field(default=None, repr=False, compare=False)  # the manifests, parsed and checked
 
 
 def who_am_i() -> str:
@@ -135,6 +137,12 @@ class Ledger:
             release = decode_release(secret)
             if with_manifests:
                 release.manifests = self._read_manifests(secret)
+                release.objects = checked_objects(release.manifests, self.namespace)
+        except Refused as exc:
+            raise BadInput(f"release {number} of stage {self.stage} is refused: {exc}; a ledger entry that no "
+                           "deploy could have written is never applied nor pruned",
+                           f"it is the Secret {secret['metadata']['name']} in namespace {self.namespace}, edited "
+                           f"by hand or forged; pick another release from `skycap history {self.stage}`") from None
         except ValueError as exc:
             raise BadInput(f"release {number} of stage {self.stage} cannot be read: {exc}",
                            f"it is the Secret {secret['metadata']['name']} in namespace {self.namespace}") from None
@@ -259,11 +267,14 @@ class Ledger:
         return marked
 
     def prune(self, keep: int = DEFAULT_KEEP, releases: list[Release] | None = None) -> list[int]:
-        """Delete the oldest releases beyond `keep`, never the current one nor a pending one."""
+        """Delete the oldest releases beyond `keep`; never the current one, the one a rollback would go
+        back to (the last good one before it), nor a pending one."""
         releases = self._listed(releases)
         current = next((release for release in releases if release.status == "deployed"), None)
+        fallback = current and next((release for release in releases if release.number < current.number
+                                     and release.status in GOOD_STATUSES and release.manifests_size > 0), None)
         doomed = [release.number for release in releases[keep:]
-                  if release is not current and release.status != "pending"]
+                  if release is not current and release is not fallback and release.status != "pending"]
         for number in doomed:
             self._delete_secret(self.secret_name(number))
         if doomed:
@@ -396,6 +407,50 @@ class Ledger:
         if getattr(exc, "status", None) == 404:
             self._require_namespace()
             raise BadInput(message) from None
+
+
+# -- what a release's manifests may hold -----------------------------------------------------------
+
+KIND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}$")
+API_VERSION_RE = re.compile(r"^(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?v[0-9]+[a-z0-9]*$")
+# A DNS subdomain, or (RBAC) a path segment with colons: never an option, a path, a list or a selector.
+OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")
+
+
+class Refused(ValueError):
+    """A release's manifests hold what no deploy writes: a forged or corrupt ledger entry."""
+
+
+def checked_objects(manifests: str, namespace: str) -> list[dict]:
+    """The objects of a release's manifests, each a Kubernetes object of the stage's namespace whose kind
+    and name kubectl can only read as a kind and a name; Refused names the first that is not."""
+    from skycap.yamlio import YAMLError, load_all
+
+    try:
+        objects = [document for document in load_all(manifests) if document is not None]
+    except YAMLError:
+        raise Refused("its manifests are not valid YAML") from None
+    for index, obj in enumerate(objects, start=1):
+        problem = object_problem(obj, namespace)
+        if problem:
+            raise Refused(f"object {index} of its manifests {problem}")
+    return objects
+
+
+def object_problem(obj, namespace: str) -> str | None:
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+        return "is not a Kubernetes object"
+    kind, name, api_version = obj.get("kind"), obj["metadata"].get("name"), obj.get("apiVersion")
+    if not isinstance(kind, str) or not KIND_RE.match(kind):
+        return f"has kind {kind!r}, which is not a Kubernetes kind"
+    if not isinstance(api_version, str) or not API_VERSION_RE.match(api_version):
+        return f"({kind}) has apiVersion {api_version!r}, which is not an API version"
+    if not isinstance(name, str) or not OBJECT_NAME_RE.match(name):
+        return f"({kind}) has name {name!r}, which is not a Kubernetes object name"
+    declared = obj["metadata"].get("namespace")
+    if declared is not None and declared != namespace:
+        return f"({kind}/{name}) is in namespace {declared!r}, not the stage's {namespace!r}"
+    return None
 
 
 # -- the release document ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+MIN_KEEP_RELEASES = 3
 
 STAGE_KEYS = {"hg", "registry", "registry_insecure", "image_tag", "kubernetes", "services", "vars", "vm",
               "vm_order", "keep_releases", "rollout_timeout", "load_balancer", "env_replicas", "env_hosts"}
@@ -235,8 +236,9 @@ def parse_stage(name: str, path: Path, project: Project, data: dict) -> Stage:
     )
     if stage.vm_order not in ("before", "after"):
         raise BadInput(f"{path}: vm_order must be 'before' or 'after', not {stage.vm_order!r}")
-    if stage.keep_releases < 1:
-        raise BadInput(f"{path}: keep_releases must be 1 or more")
+    if stage.keep_releases < MIN_KEEP_RELEASES:
+        raise BadInput(f"{path}: keep_releases must be at least {MIN_KEEP_RELEASES}, not {stage.keep_releases}",
+                       "the ledger always keeps the current release and the one a rollback goes back to")
     stage.env_replicas = _optional(path, "", data, "env_replicas", int, 1)
     if stage.env_replicas < 0:
         raise BadInput(f"{path}: env_replicas must be 0 or more")

@@ -102,6 +102,12 @@ def registry_name(registry: str) -> str:
     return urlsplit(registry if "://" in registry else "//" + registry).netloc
 
 
+def may_send_credentials(url: str, insecure: bool) -> bool:
+    """Credentials cross plain HTTP only to this machine, or where the stage says registry_insecure: true."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "https" or insecure or is_loopback(parts.hostname or "")
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
@@ -211,6 +217,7 @@ class Registry:
         self.base = f"{scheme or 'https'}://{self.name}"
         self._may_fall_back = not scheme and self.plain_allowed  # Docker's way: try HTTPS, then plain HTTP
         self._verify = not insecure
+        self._insecure = insecure
         self._timeout = timeout
         self._loopback = is_loopback(host)
         self._auth: dict[str, str] = {}   # scope -> Authorization header value, from earlier challenges
@@ -272,6 +279,11 @@ class Registry:
 
         attempt = 0
         while True:
+            if "Authorization" in headers and not may_send_credentials(url, self._insecure):
+                raise BadInput(f"refusing to send credentials for the image registry {self.name} over plain HTTP "
+                               f"to {urlsplit(url).netloc}, which is not on this machine",
+                               "use HTTPS, or set registry_insecure: true in the stage if the network between "
+                               "is trusted")
             try:
                 response = self._http().request(method, url, headers=headers, data=data, timeout=self._timeout,
                                                 verify=self._verify, allow_redirects=True)
@@ -325,7 +337,7 @@ class Registry:
 
         realm = params["realm"]
         realm_host = urlsplit(realm).hostname or ""
-        if urlsplit(realm).scheme != "https" and not (self.plain_allowed or is_loopback(realm_host)):
+        if not may_send_credentials(realm, self._insecure):
             raise BadInput(f"the image registry {self.name} sends logins to {realm}, which is not HTTPS; "
                            "refusing to send credentials there",
                            "if that is intended, set registry_insecure: true in the stage")

@@ -12,9 +12,10 @@ import re
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from skycap.errors import BadInput, CommandFailed
 from skycap.proc import run
@@ -116,7 +117,8 @@ def local_repo(source: str, want: str | None = None) -> str:
     if not (cache / ".hg").is_dir():
         _clone(source, cache)
     elif not (want and _has_node(str(cache), source, want)):
-        _hg(str(cache), source, "pull", "--", source, timeout=NETWORK_TIMEOUT)
+        with _credentials(source) as (url, config):
+            _hg(str(cache), source, *config, "pull", "--", url, timeout=NETWORK_TIMEOUT)
     return str(cache)
 
 
@@ -149,6 +151,29 @@ def display(source: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+@contextmanager
+def _credentials(source: str):
+    """(the URL without its password, hg's options to find it): a password in a URL would show in hg's
+    command line to anyone on the machine (ps, /proc), so it goes in a private hgrc (0600) as an
+    [auth] entry instead, deleted when hg is done."""
+    parts = urlsplit(source)
+    if parts.password is None:
+        yield source, ()
+        return
+    host = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
+    where = host + (f":{parts.port}" if parts.port else "")
+    fd, path = tempfile.mkstemp(prefix="skycap-hgrc-", suffix=".rc")  # mkstemp makes it 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as hgrc:
+            hgrc.write(f"[auth]\nskycap.prefix = {urlunsplit(parts._replace(netloc=where))}\n"
+                       f"skycap.username = {unquote(parts.username or '')}\n"
+                       f"skycap.password = {unquote(parts.password)}\n")
+        user = f"{parts.username}@" if parts.username else ""
+        yield urlunsplit(parts._replace(netloc=user + where)), ("--config-file", path)
+    finally:
+        os.unlink(path)
+
+
 def hg_executable() -> str:
     # The mercurial package installs hg beside the interpreter running skycap, on PATH or not.
     beside = Path(sys.executable).parent / "hg"
@@ -160,7 +185,9 @@ def _clone(source: str, cache: Path) -> None:
     # Clone beside the final place, then rename: an interrupted clone leaves no half repository.
     tmp = tempfile.mkdtemp(prefix=".clone-", dir=cache.parent)
     try:
-        _hg(None, source, "clone", "--noupdate", "--", source, os.path.join(tmp, "repo"), timeout=NETWORK_TIMEOUT)
+        with _credentials(source) as (url, config):
+            _hg(None, source, *config, "clone", "--noupdate", "--", url, os.path.join(tmp, "repo"),
+                timeout=NETWORK_TIMEOUT)
         try:
             os.rename(os.path.join(tmp, "repo"), cache)
         except OSError:

@@ -130,3 +130,19 @@ def start_deploy(project: DeployProject, kubeconfig: Path, node: str, **env: str
         if "wait for the rollout" in line:
             break
     return proc, seen
+
+
+def deployed(project: DeployProject, node: str, *flags: str) -> Ran:
+    """`skycap deploy test rev=NODE`, which must succeed."""
+    ran = project.run("deploy", "test", f"rev={node}", *flags)
+    assert ran.code == 0, ran.stderr
+    return ran
+
+
+def history(project: DeployProject) -> list[tuple]:
+    """(number, kind, status) of each release, newest first."""
+    import json
+
+    ran = project.run("history", "test", "--output", "json")
+    assert ran.code == 0, ran.stderr
+    return [(r["number"], r["kind"], r["status"]) for r in json.loads(ran.stdout)["releases"]]

@@ -138,15 +138,15 @@ def test_a_deployed_release_supersedes_the_one_before(ledger):
 
 
 def test_last_good_before_skips_failed_and_manifestless_releases(ledger):
-    first = deployed(ledger, manifests="first: 1\n")
-    second = deployed(ledger, manifests="second: 2\n")
+    first = deployed(ledger, manifests=MANIFESTS.replace("web", "first"))
+    second = deployed(ledger, manifests=MANIFESTS.replace("web", "second"))
     scaled = ledger.begin("scale", tags={"web": "x"})  # carries no manifests
     ledger.finish(scaled, "deployed")
-    failed = ledger.begin("deploy", manifests="third: 3\n")
+    failed = ledger.begin("deploy", manifests=MANIFESTS.replace("web", "third"))
     ledger.finish(failed, "failed")
 
     good = ledger.last_good_before(failed.number)
-    assert good.number == second.number and good.manifests == "second: 2\n"
+    assert good.number == second.number and good.manifests == MANIFESTS.replace("web", "second")
     assert ledger.last_good_before(second.number).number == first.number
     assert ledger.last_good_before(first.number) is None
 

@@ -234,11 +234,11 @@ def test_a_removed_service_is_pruned_by_the_next_deploy(project, core_api, names
 
 
 def test_the_ledger_keeps_the_last_keep_releases(project):
-    project.edit_stage(lambda s: s.update(keep_releases=2))
+    project.edit_stage(lambda s: s.update(keep_releases=3))
     node = project.commit("keep")
-    for _ in range(3):
+    for _ in range(4):
         deploy(project, node)
-    assert history(project) == [(3, "deploy", "deployed"), (2, "deploy", "superseded")]
+    assert history(project) == [(4, "deploy", "deployed"), (3, "deploy", "superseded"), (2, "deploy", "superseded")]
 
 
 def test_prune_leaves_objects_that_are_not_this_stages(project, core_api, namespace):

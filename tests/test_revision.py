@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+import tempfile
 
 import pytest
 
@@ -206,3 +207,24 @@ def test_archive_from_a_url(hg_served, tmp_path):
     node = revision.resolve(hg_served.url, "stable").node
     with tarfile.open(revision.archive(hg_served.url, node, tmp_path / "r.tgz")) as tar:
         assert tar.extractfile("app.txt").read() == b"Fix for stable\n"
+
+
+def test_a_password_in_the_url_never_reaches_a_command_line(hg_served_with_auth, tmp_path, monkeypatch):
+    served = hg_served_with_auth
+    private = tmp_path / "private-tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the private hgrc goes while hg runs
+    assert revision.resolve(served.url, "v1.0").node == served.repo.nodes["second"]  # a clone
+    newer = served.repo.commit("Pushed after the clone")
+    assert revision.resolve(served.url, "default").node == newer  # a pull
+    with tarfile.open(revision.archive(served.url, newer, tmp_path / "r.tgz")) as tar:
+        assert tar.extractfile("app.txt").read() == b"Pushed after the clone\n"
+    assert served.hits.read_text() == ""  # no process's argv carried the password while hg talked to the server
+    assert list(private.iterdir()) == []  # the private hgrc is gone
+
+
+def test_a_wrong_password_is_refused_without_showing_it(hg_served_with_auth):
+    url = hg_served_with_auth.url.replace("hunter2", "hunter3")
+    message = resolve_error(url, "tip")
+    assert message.startswith("cannot reach the Mercurial repository http://deployer:***@127.0.0.1:")
+    assert "hunter3" not in message and "s3cret" not in message

@@ -1,0 +1,60 @@
+"""Pruning: deleting what the previous release applied and this one no longer renders.
+
+Only objects carrying the stage's label go, and never a volume's claim (its data), anything
+annotated `skycap.io/prune: "false"`, nor Skycap's own ledger and lock, whatever a release lists.
+"""
+
+from __future__ import annotations
+
+PRUNE_ANNOTATION = "skycap.io/prune"
+
+
+def gone_objects(previous, rendered, namespace: str) -> list[tuple[str, str]]:
+    """(kind, name) of what `previous` (a release read from the ledger) applied that `rendered` does not."""
+    from skycap.ledger import checked_objects
+
+    if not rendered or not rendered.manifests or previous is None or not previous.manifests:
+        return []  # never prune from an empty render
+    objects = previous.objects if previous.objects is not None else checked_objects(previous.manifests, namespace)
+    current = {(m.kind, m.name) for m in rendered.manifests}
+    return [(obj["kind"], obj["metadata"]["name"]) for obj in objects
+            if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
+
+
+def prune_removed(session, gone: list[tuple[str, str]]) -> None:
+    from skycap.render import STAGE_LABEL
+
+    if not gone:
+        return
+    stage = session.stage.name
+    live = session.kubectl.get_json([f"{kind}/{name}" for kind, name in gone])
+    doomed, kept = [], []
+    for obj in live:
+        if (obj["metadata"].get("labels") or {}).get(STAGE_LABEL) != stage:
+            continue
+        ref, reason = f"{obj['kind']}/{obj['metadata']['name']}", kept_because(obj, stage)
+        if reason:
+            kept.append(f"{ref} ({reason})")
+        else:
+            doomed.append(ref)
+    if kept:
+        session.run.screen.line(f"    no longer in the stage, not pruned: {', '.join(kept)}")
+    if doomed:
+        session.run.screen.phase(f"prune objects no longer in the stage: {', '.join(doomed)}")
+        session.kubectl.delete(doomed)
+
+
+def kept_because(obj: dict, stage: str) -> str | None:
+    """Why a live object that left the stage is not deleted, or None."""
+    from skycap.ledger import PART_TYPE, RELEASE_TYPE
+    from skycap.lock import lease_name
+
+    kind, name = obj["kind"], obj["metadata"]["name"]
+    if kind == "PersistentVolumeClaim":
+        return "a volume claim: its data stays; delete it yourself when it is no longer needed"
+    if (obj["metadata"].get("annotations") or {}).get(PRUNE_ANNOTATION) == "false":
+        return f'annotated {PRUNE_ANNOTATION}: "false"'
+    if (kind == "Secret" and obj.get("type") in (RELEASE_TYPE, PART_TYPE)) or (kind == "Lease"
+                                                                            and name == lease_name(stage)):
+        return "Skycap's own ledger or lock"
+    return None
