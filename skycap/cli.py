@@ -424,7 +424,8 @@ def local_cluster_status():
 @local_cluster.command("publish")
 @click.argument("image", metavar="REPOSITORY:TAG")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
-              help="An image config label, e.g. skycap.sim/behaviour=crash.")
+              help="An image config label, e.g. skycap.io/behaviour=crash (crash, fail, never-ready, "
+                   "ready-after=N, exit-after=N: the image's start script acts on it).")
 def local_cluster_publish(image, labels):
     """Push a small image to the local registry, as CI would have."""
     from skycap.localcluster import cluster

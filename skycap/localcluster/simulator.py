@@ -1,11 +1,12 @@
-"""The node simulator: stands in for kubelets so that real rollouts run end to end.
+"""The node simulator (`skycap local-cluster up --nodes simulated`): stands in for kubelets on a
+machine that cannot run containers, and for scale runs that need more pods than one real node holds.
 
-It registers Node objects and keeps them healthy, binds Pending pods, and writes each
-pod's status as a kubelet would: Running and Ready for an image present in the local
+It registers Node objects (`simulated-node-N`) and keeps them healthy, binds Pending pods, and
+writes each pod's status as a kubelet would: Running and Ready for an image present in the local
 registry, ErrImagePull / ImagePullBackOff for a missing one, and what the image's
-`skycap.sim/behaviour` label (or a container's SKYCAP_SIM_BEHAVIOUR env value, which
-may come from a ConfigMap) asks for: `crash`, `never-ready`, `ready-after=N`, `fail`.
-Terminating pods are deleted for good, or old ReplicaSets would never drain.
+`skycap.io/behaviour` label (or a container's SKYCAP_BEHAVIOUR env value, which may come from a
+ConfigMap) asks for: `crash`, `never-ready`, `ready-after=N`, `fail` — what the real image's start
+script does for real. Terminating pods are deleted for good, or old ReplicaSets would never drain.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from datetime import datetime, timezone
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from skycap.localcluster.images import image_labels
+from skycap.localcluster.images import BEHAVIOUR_LABELS, image_labels
 
-BEHAVIOUR_LABEL = "skycap.sim/behaviour"
-BEHAVIOUR_ENV = "SKYCAP_SIM_BEHAVIOUR"
+BEHAVIOUR_ENVS = ("SKYCAP_BEHAVIOUR", "SKYCAP_SIM_BEHAVIOUR")  # what the real image's start script reads
 NODE_LABEL = "skycap.io/simulated"
 BACKOFF_SECONDS = 2.0
 log = logging.getLogger("simulator")
@@ -217,7 +217,7 @@ class Simulator:
     def start(self, pod) -> None:
         plans = [self.plan_container(pod, c) for c in pod.spec.containers]
         number = next(self.ip_counter)
-        ip = f"10.244.{number // 250}.{number % 250 + 2}"
+        ip = f"198.19.{128 + number // 250 % 128}.{number % 250 + 2}"  # the test range, as the real node's
         self.write_status(pod, plans, ip, step=0)
 
     def plan_container(self, pod, container) -> tuple[str, str]:
@@ -228,7 +228,8 @@ class Simulator:
         labels = self.images.labels(container.image)
         if labels is None:
             return "missing-image", container.image
-        behaviour = self.env_behaviour(pod.metadata.namespace, container) or labels.get(BEHAVIOUR_LABEL) or "ok"
+        from_label = next((labels[name] for name in BEHAVIOUR_LABELS if name in labels), None)
+        behaviour = self.env_behaviour(pod.metadata.namespace, container) or from_label or "ok"
         return behaviour, ""
 
     def missing_config(self, namespace: str, container) -> str:
@@ -256,7 +257,7 @@ class Simulator:
 
     def env_behaviour(self, namespace: str, container) -> str | None:
         for env in container.env or []:
-            if env.name == BEHAVIOUR_ENV:
+            if env.name in BEHAVIOUR_ENVS:
                 if env.value is not None:
                     return env.value
                 ref = env.value_from and env.value_from.config_map_key_ref
@@ -264,7 +265,8 @@ class Simulator:
                     return self.config_value(namespace, ref.name, ref.key)
         for source in container.env_from or []:
             if source.config_map_ref:
-                value = (self.config_map(namespace, source.config_map_ref.name) or {}).get(BEHAVIOUR_ENV)
+                data = self.config_map(namespace, source.config_map_ref.name) or {}
+                value = next((data[name] for name in BEHAVIOUR_ENVS if data.get(name)), None)
                 if value:
                     return value
         return None
