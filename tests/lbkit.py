@@ -17,14 +17,15 @@ import pytest
 from tests.icontrol import IControlServer
 
 POOLS = ("be_web", "be_api")
-POD_NETWORK = ipaddress.ip_network("198.19.0.0/24")   # the real node's pods (see REAL-PARTS.md)
-NODE_NETWORK = ipaddress.ip_network("198.18.0.0/30")  # the real node's link
+# The local clusters' own range on this machine: each cluster's link, pods and Services (README,
+# "The local cluster"), only in network namespaces they made.
+LOCAL_CLUSTER_NETWORK = ipaddress.ip_network("198.18.0.0/15")
 
 
 def allowed_target(address: str) -> str:
     """Test traffic goes only to loopback and to the networks the local cluster made itself."""
     ip = ipaddress.ip_address(address)
-    if not (ip.is_loopback or ip in POD_NETWORK or ip in NODE_NETWORK):
+    if not (ip.is_loopback or ip in LOCAL_CLUSTER_NETWORK):
         raise AssertionError(f"refusing to send test traffic to {address}: not loopback nor the local cluster's")
     return address
 

@@ -97,7 +97,9 @@ def test_the_service_accounts_token_and_the_templates_rbac_suffice(tmp_path, loc
     ran = run_in_pod_layout(root, folder, local_cluster, home)
     assert ran.returncode == 0, ran.stderr
     node_port = client.CoreV1Api(core_api).read_namespaced_service("web", namespace).spec.ports[0].node_port
-    assert f"127.0.0.1:{node_port}" in enabled(haproxy)
+    addresses = {a.address for n in client.CoreV1Api(core_api).list_node().items for a in n.status.addresses
+                 if a.type == "InternalIP"}
+    assert {f"{address}:{node_port}" for address in addresses} <= enabled(haproxy)
     for obj in objects:  # the cluster-wide ones outlive the namespace
         if obj["kind"] == "ClusterRoleBinding":
             client.RbacAuthorizationV1Api(core_api).delete_cluster_role_binding(obj["metadata"]["name"])

@@ -165,6 +165,7 @@ def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and
 
         # A killed containerd: up starts it again, and the node runs pods again.
         os.kill(state.pids["containerd"], 9)
+        wait_for(lambda: not cluster._alive(state.pids["containerd"], "containerd"), timeout=10)
         again = cluster.up(directory=tmp_path)
         assert again.pids["containerd"] != state.pids["containerd"]
         kubectl(again, "scale", "deployment/pause", "--replicas=2")

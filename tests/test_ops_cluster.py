@@ -33,8 +33,14 @@ def test_a_service_that_does_not_exist_is_bad_input_naming_the_known_ones(projec
     assert "notifier, web, worker" in ran.stderr
 
 
-def test_logs_and_exec_of_a_service_without_pods_say_so_and_the_last_release(deployed):
+def test_logs_and_exec_of_a_service_without_pods_say_so_and_the_last_release(deployed, core_api, namespace):
+    import time
+
     assert deployed.run("scale", "test", "worker=0").code == 0
+    deadline = time.monotonic() + 30  # a scaled-down pod runs (and logs) until its container has stopped
+    while client.CoreV1Api(core_api).list_namespaced_pod(namespace, label_selector="skycap.io/service=worker").items:
+        assert time.monotonic() < deadline, "the worker pod did not go away"
+        time.sleep(0.2)
     for command in (("logs", "test", "worker"), ("logs", "test", "worker", "-f"),
                     ("exec", "test", "worker", "--", "true"), ("exec", "test", "worker", "--all", "--", "true")):
         ran = deployed.run(*command)

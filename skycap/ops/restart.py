@@ -46,6 +46,7 @@ def restart(run, stage_name: str, names: list[str], *, timeout=None, accept_new_
     from skycap.lock import StageLock
 
     lock = StageLock(session.api, stage.namespace, stage.name, purpose=note, ttl=lock_ttl())
+    session.lock = lock  # every change below checks that it is still held
     with phases.phase("take the stage lock"):
         call_api(session, "lock", lock.acquire)
     try:
@@ -76,18 +77,20 @@ def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeo
     objects = load_objects(current.manifests or "")
     started = datetime.now(timezone.utc)
     restarted = mark_restarted(objects, pods, started, current.number)
+    session.require_lock()
     release = ledger.begin("restart", rev=current.rev, node=current.node, tags=dict(current.tags),
                            manifests=dump_all(objects), services=list(current.services), note=note,
                            target=current.number)
     state = DeployState(stage=stage.name, rev=current.rev or "", release=release)
     state.rendered = rendered_from_manifests(dump_all(restarted))
-    with recorded(ledger, state, "restart"):
+    with recorded(session, state, "restart"):
         if restarted:
             with phases.phase(f"restart {', '.join(pods)}"):
                 state.applied = apply_objects(session, dump_all(restarted))
             watch(session, state, phases, timeout=timeout, since=started)
         for vm in vms:
             restart_hosts(session, state, phases, vm, accept_new_host_keys)
+        session.require_lock()
     release.applied, release.vm = list(state.applied), dict(current.vm)  # VM hosts still run those releases
     ledger.finish(release, "deployed", note)
     return release.number
