@@ -30,21 +30,29 @@ new_revision() {  # a changeset, and the images CI would have pushed for it
 }
 
 show_page() {  # the web service's page, fetched from the host through its NodePort on the node
-  local address port
+  local expect=$1 address port page=""
   address=$(kubectl --context skycap-local get node skycap-node \
               -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
   port=$(kubectl --context skycap-local -n skycap-demo get service web -o jsonpath='{.spec.ports[0].nodePort}')
-  echo "--- http://$address:$port/ says:" >&2
-  curl -fsS --max-time 5 "http://$address:$port/" >&2
+  for _ in $(seq 50); do  # kube-proxy follows the Service's endpoints a moment after the rollout
+    page=$(curl -fsS --max-time 2 "http://$address:$port/" 2>/dev/null || true)
+    case "$page" in *"$expect"*) break ;; esac
+    sleep 0.2
+  done
+  echo "--- http://$address:$port/ says: $page" >&2
+  case "$page" in *"$expect"*) ;; *) echo "demo: expected the page to name $expect" >&2; exit 1 ;; esac
 }
 
+tip() { hg -R "$repo" log -r tip -T '{node|short}'; }
+
 new_revision "a change to deploy"
+first=$(tip)
 skycap deploy demo rev=tip
-show_page
+show_page "skytap/web:$first"
 new_revision "another change"
 skycap deploy demo rev=tip
-show_page
+show_page "skytap/web:$(tip)"
 skycap rollback demo
-show_page
+show_page "skytap/web:$first"
 skycap status demo
 skycap history demo

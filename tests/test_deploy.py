@@ -52,6 +52,43 @@ def test_deploy_rolls_out_and_records_the_release(project, core_api, namespace):
     assert (release["number"], release["status"], release["node"], release["kind"]) == (1, "deployed", node, "deploy")
 
 
+def test_a_deployed_web_service_runs_on_the_real_node_and_answers_through_its_node_port(
+        project, core_api, namespace, real_node, local_cluster):
+    """Two real replicas on the real node, the page fetched from the host through the NodePort,
+    the container's start line in `kubectl logs`, a command run in it with `kubectl exec`."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from skycap.kubectl import find_kubectl
+
+    node = project.commit("live")
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 0, ran.stderr
+    pods = [p for p in client.CoreV1Api(core_api).list_namespaced_pod(namespace, label_selector="app=web").items
+            if not p.metadata.deletion_timestamp]
+    assert len(pods) == 2 and {p.spec.node_name for p in pods} == {"skycap-node"}
+    assert all(p.status.phase == "Running" for p in pods)
+    runtime = client.CoreV1Api(core_api).read_node("skycap-node").status.node_info.container_runtime_version
+    assert runtime.startswith("containerd://")
+    port = client.CoreV1Api(core_api).read_namespaced_service("web", namespace).spec.ports[0].node_port
+    deadline, page = time.monotonic() + 15, ""
+    while f"skytap/web:{node[:12]} on pod web-" not in page and time.monotonic() < deadline:
+        try:  # kube-proxy follows the new endpoints a moment after the rollout
+            with urllib.request.urlopen(f"http://{real_node.node_address}:{port}/", timeout=5) as response:
+                page = response.read().decode()
+        except OSError:
+            time.sleep(0.2)
+    assert page.startswith(f"skytap/web:{node[:12]} on pod web-"), page
+    kubectl = [find_kubectl(), "--kubeconfig", str(local_cluster.kubeconfig), "-n", namespace]
+    name = pods[0].metadata.name
+    logs = subprocess.run([*kubectl, "logs", name], capture_output=True, text=True, check=True).stdout
+    assert f"skycap demo image skytap/web:{node[:12]} starting on pod {name}" in logs
+    done = subprocess.run([*kubectl, "exec", name, "--", "cat", "/tmp/www/index.html"], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout == f"skytap/web:{node[:12]} on pod {name}\n"
+
+
 def release_annotations(core_api, namespace) -> set[str]:
     deployments_ = client.AppsV1Api(core_api).list_namespaced_deployment(namespace).items
     config_maps = client.CoreV1Api(core_api).list_namespaced_config_map(
