@@ -108,9 +108,12 @@ def raw_rollout(kubeconfig: Path, namespace: str, manifests: str, deployments: l
     kubectl(kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=manifests)
     procs = [subprocess.Popen([str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig), "-n", namespace, "rollout",
                                "status", f"deployment/{name}", "--timeout=300s"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for name in deployments]
-    if any(p.wait() != 0 for p in procs):
-        raise SystemExit("raw kubectl rollout status failed")
+                              stderr=subprocess.PIPE, text=True) for name in deployments]
+    failed = [(name, p) for name, p in zip(deployments, procs) if p.wait() != 0]
+    if failed:
+        name, proc = failed[0]
+        raise SystemExit(f"raw kubectl rollout status of deployment/{name} (and {len(failed) - 1} more) failed: "
+                         f"{proc.stderr.read().strip()}")
 
 
 def timed(func, *args) -> float:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from common import make_project, private_cluster, raw_rollout, report, skycap, stage_for, timed
 
-SERVICES, ROUNDS = 20, 5
+SERVICES = 20
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5  # bench/deploy.py [ROUNDS]
 
 
 class ReadyClock:
