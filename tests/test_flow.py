@@ -70,7 +70,7 @@ def test_hooks_on_every_step_see_each_flow_in_order(project, tmp_path):
     assert json.loads(ran.stdout)["status"] == "deployed"  # what hooks print stays off stdout
     assert "hook says before deploy:publishing" in ran.stderr
     lines = take(log)
-    assert lines.pop(4) == f"alias before_deploy test {good}"  # before_deploy: before deploy:updating
+    assert lines.pop(5) == f"alias before_deploy test {good}"  # before_deploy: before deploy:updating
     assert lines == steps_of(deploy_names, lambda name, when: None if (name, when) == ("deploy:starting", "before")
                              else 1)
 
@@ -78,7 +78,7 @@ def test_hooks_on_every_step_see_each_flow_in_order(project, tmp_path):
     ran = project.run("deploy", "test", f"rev={bad}")
     assert ran.code == 1, ran.stderr
     lines = take(log)
-    assert lines.pop(4) == f"alias before_deploy test {bad}"
+    assert lines.pop(5) == f"alias before_deploy test {bad}"
     until_publishing = deploy_names[:deploy_names.index("deploy:publishing")]
     assert lines == (steps_of(until_publishing, lambda name, when: None if (name, when) == ("deploy:starting",
                                                                                             "before") else 2)
