@@ -88,7 +88,8 @@ class ProjectTasks:
         from invoke import Collection, Task
 
         module, registered = _import(path)
-        collection = Collection.from_module(module, loaded_from=str(path.parent))
+        # Names as written in Python (before_deploy, db.migrate_all); find() takes Invoke's dashed ones too.
+        collection = Collection.from_module(module, loaded_from=str(path.parent), auto_dash_names=False)
         tasks = cls(path, collection)
         for name, (when, step) in ALIASES.items():
             found = tasks.find(name)
@@ -104,10 +105,10 @@ class ProjectTasks:
         return sorted(self.collection.task_names) if self.collection is not None else []
 
     def find(self, name: str):
-        """The task of that dotted name (its underscores as dashes too, as Invoke names them), or None."""
+        """The task of that dotted name (or with dashes for underscores, as `inv` names them), or None."""
         if self.collection is None:
             return None
-        for candidate in (name, name.replace("_", "-")):
+        for candidate in (name, name.replace("-", "_")):
             try:
                 return self.collection[candidate]
             except (KeyError, ValueError):
