@@ -193,7 +193,6 @@ class Deploy:
         else:
             session.run.screen.warn("--no-rollback: the failed release stays in place")
         self.c.error = error.message
-        self.c.hook_errors.clear()
         run_step(self.c, "deploy:failed", tolerate=("before", "after"))
         if self.c.hook_errors:
             state.error += "; " + "; ".join(self.c.hook_errors)

@@ -680,7 +680,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["plan", "describe_plan", "build_archive", "deploy", "Deployment", "rollback", "restart", "status", "preflight",
-           "ssh_options", "new_release_name",
+__all__ = ["plan", "describe_plan", "build_archive", "deploy", "Deployment", "rollback", "restart", "status",
+           "preflight", "ssh_options", "new_release_name",
            "VmResult", "HostOutcome", "VmStatus", "HostStatus", "HostPlan", "VmDeployFailed", "VmInterrupted",
            "HostKeyRefused", "HostUnreachable", "RemoteCommandFailed"]
