@@ -1,28 +1,46 @@
 """The example deploy project's own Invoke tasks.
 
-Skycap runs the hooks below around a deploy (see the README, "Hooks"); other tasks here are
-ordinary Invoke tasks for people: `inv --list`.
+Skycap runs the hooks below on the steps of its flow (see the README, "Tasks and hooks"); every
+task here also runs against a stage, with the stage's context: `skycap task demo migrate`.
+`skycap tasks` lists the steps, the hooks on each, and these tasks.
 """
 
 from invoke import task
 
-
-@task
-def before_deploy(c, stage, rev, node):
-    """Runs after every check passed and before the first change: a last gate."""
-    print(f"[tasks.py] about to deploy {rev} ({node[:12]}) to {stage}")
+from skycap.tasks import after, before, locked
 
 
 @task
-def after_deploy(c, stage, release):
-    """Runs once the rollout succeeded: announce it, warm caches, tag the release..."""
-    print(f"[tasks.py] release {release} of {stage} is live")
+def migrate(c):
+    """Run the database migrations of the release being deployed (here: show the ConfigMaps it brings)."""
+    print(f"[tasks.py] migrating {c.stage} for rev {c.rev} ({(c.node or '')[:12]}):")
+    print(c.kubectl("get", "configmaps", "-l", "skycap.io/stage=" + c.stage, "-o", "name"))
 
 
 @task
-def deploy_failed(c, stage, release, error):
-    """Runs when a deploy failed (after the automatic rollback): page someone, open an incident..."""
-    print(f"[tasks.py] release {release} of {stage} failed: {error}")
+def notify(c):
+    """Announce a release that is live."""
+    print(f"[tasks.py] release {c.release} of {c.stage} is live ({c.node[:12]})")
+
+
+@task
+def page(c):
+    """Say a deploy failed (after the automatic rollback): page someone, open an incident..."""
+    print(f"[tasks.py] release {c.release} of {c.stage} failed: {c.error}")
+
+
+@locked
+@task
+def restart_legacy(c, pause=0):
+    """Restart the legacy API on its hosts, one by one, under the stage lock."""
+    for connection, result in c.hosts("legacy-api").run(f"sleep {int(pause)}; cd current && cat REVISION",
+                                                        hide=True).items():
+        print(f"{connection.host}: {result.stdout.strip()}")
+
+
+before("deploy:publishing", migrate)
+after("deploy:finished", notify)
+after("deploy:failed", page)
 
 
 @task

@@ -52,6 +52,11 @@ def rejection_text(exc, rendered) -> str:
 
 
 def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
+    apply_manifests(session, state, phases)
+    watch(session, state, phases, timeout=timeout, since=since)
+
+
+def apply_manifests(session, state, phases) -> None:
     early, rest = split_phases(state.rendered, session.stage.namespace)
     with phases.phase("apply ConfigMaps, Secrets and RBAC"):
         if early:
@@ -59,7 +64,6 @@ def apply_and_watch(session, state, phases, *, timeout: float, since) -> None:
     with phases.phase("apply workloads and services"):
         if rest:
             state.applied += apply_objects(session, rest)
-    watch(session, state, phases, timeout=timeout, since=since)
 
 
 def apply_objects(session, manifests: str) -> list[str]:

@@ -209,6 +209,31 @@ def unlock(ctx, stage, force):
     return pipelines.unlock(_context(ctx), stage, force=force)
 
 
+@cli.command("task")
+@click.argument("stage")
+@click.argument("name")
+@click.argument("words", nargs=-1, metavar="[KEY=VALUE...]")
+@verbose_option
+@click.pass_context
+def task_(ctx, stage, name, words, verbose):
+    """Run task NAME of the project's tasks.py against STAGE (dotted names for namespaced tasks)."""
+    _common(ctx, verbose)
+    values = parse_words(words)
+    from skycap.flow.commands import task as run_project_task
+
+    return run_project_task(_context(ctx), stage, name, values)
+
+
+@cli.command("tasks")
+@click.argument("stage", required=False)
+@click.pass_context
+def tasks_(ctx, stage):
+    """The flow's steps with the hooks tasks.py puts on them, and the project's tasks (like cap -T)."""
+    from skycap.flow.commands import list_tasks
+
+    return list_tasks(_context(ctx), stage)
+
+
 @cli.command("lb-sync")
 @click.argument("stage")
 @click.option("--once", is_flag=True, help="Reconcile once and exit: 0 in step, 1 if not, 2 bad input.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from skycap.apply import apply_and_watch, server_dry_run
+from skycap.apply import apply_manifests, server_dry_run, watch
 from skycap.errors import BadInput, DeployFailed, Interrupted, LockLost, SkycapError
-from skycap.rollback import readable_good_before, rollback_to
+from skycap.rollback import Rollback, readable_good_before
 from skycap.session import (
     DeployState,
     Phases,
@@ -32,21 +32,18 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
     stage = session.stage
     phases = Phases(run, stage_name)
     state = DeployState(stage=stage_name, rev=rev)
-    timeout = timeout or stage.rollout_timeout
-    from skycap.hooks import Hooks
-
-    hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
     try:
         with interruptible():
             if dry_run:
                 return planned_deploy(session, state, phases, image_check)
-            from skycap.cluster_side import ClusterSide
+            from skycap.flow.hooks import ProjectTasks
 
-            cluster = ClusterSide(session, purpose=f"deploy rev={rev}")
+            work = Deploy(session, state, phases, timeout=timeout or stage.rollout_timeout, rollback=rollback,
+                          image_check=image_check, accept_new_host_keys=accept_new_host_keys)
+            c = ProjectTasks.load(stage.project.tasks_file).context(session, rev=rev, flow=work)
+            work.c = c
             try:
-                resolve_render_check(session, state, phases, cluster, image_check, accept_new_host_keys)
-                return locked_deploy(session, state, phases, hooks, cluster, timeout=timeout, rollback=rollback,
-                                     accept_new_host_keys=accept_new_host_keys)
+                return work.run()
             except (KeyboardInterrupt, Interrupted):
                 raise
             except Exception as exc:
@@ -54,7 +51,8 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                     raise  # the failure path has run
                 raise nothing_changed(session, exc) from None
             finally:
-                cluster.close(nothing_changed=state.release is None)
+                if work.cluster is not None:
+                    work.cluster.close(nothing_changed=state.release is None)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(state)) from None
     except Interrupted as exc:
@@ -65,6 +63,139 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
             from skycap.environments.commands import after_deploy
 
             after_deploy(session, state)  # an environment in use does not expire
+
+
+class Deploy:
+    """One deploy, step by step: the bodies of the deploy:* steps (skycap/flow/steps.py says their order)."""
+
+    def __init__(self, session, state, phases, *, timeout, rollback, image_check, accept_new_host_keys):
+        self.session, self.state, self.phases = session, state, phases
+        self.timeout, self.rollback, self.image_check = timeout, rollback, image_check
+        self.accept_new_host_keys = accept_new_host_keys
+        self.c = None  # the stage context of the steps and hooks
+        self.cluster = None
+        self.changing = False  # the release is recorded under the lock: a failure from here is a failed deploy
+        self.previous = None  # a future: the last good release and what it applied that this one does not
+        self.vm_work = None
+        self.started = None
+
+    def run(self) -> int:
+        from skycap.flow.steps import run_step
+
+        c, state = self.c, self.state
+        run_step(c, "deploy:starting")
+        run_step(c, "deploy:started")
+        try:
+            for name in ("deploy:updating", "deploy:updated", "deploy:publishing", "deploy:published",
+                         "deploy:finishing"):
+                run_step(c, name)
+            run_step(c, "deploy:finished", tolerate=("after",))
+        except (KeyboardInterrupt, Interrupted):
+            if self.changing:
+                record(self.session.ledger, state, "interrupted", "interrupted by the user (Ctrl-C or SIGTERM)")
+            raise
+        except LockLost as exc:  # no rollback: without the lock, this run must change nothing more
+            if not self.changing:
+                raise
+            state.error = exc.message
+            record_interrupted(self.session, state, exc.message)
+            state.status = "interrupted"
+            raise
+        except Exception as exc:  # noqa: BLE001 - ours or a library's: after the first change, a failed deploy
+            if not self.changing:
+                raise
+            error = as_failure(self.session, exc)
+            self.failed(error)
+            if error is exc:
+                raise
+            raise error from None
+        finally:
+            if self.vm_work is not None:
+                self.vm_work.close()
+        if c.hook_errors:
+            state.error = "; ".join(c.hook_errors)
+        return 0
+
+    # ----- the steps -----
+
+    def starting(self) -> None:
+        from skycap.cluster_side import ClusterSide
+
+        session, state = self.session, self.state
+        self.cluster = ClusterSide(session, purpose=f"deploy rev={state.rev}")
+        resolve_render_check(session, state, self.phases, self.cluster, self.image_check, self.accept_new_host_keys)
+        c, revision = self.c, state.revision
+        c.node, c.tag, c.release = revision.node, revision.tag, self.cluster.next_number
+
+    def updating(self) -> None:
+        self.begin()
+        stage = self.session.stage
+        if stage.vm:
+            self.vm_work = VmWork(self.session, self.state, self.phases, self.accept_new_host_keys)
+            self.vm_work.unpack()
+            if stage.vm_order == "before":
+                self.vm_work.go_live()
+        if stage.services:
+            apply_manifests(self.session, self.state, self.phases)
+
+    def publishing(self) -> None:
+        stage = self.session.stage
+        if stage.services:
+            watch(self.session, self.state, self.phases, timeout=self.timeout, since=self.started)
+        if self.vm_work is not None and stage.vm_order == "after":
+            self.vm_work.go_live()
+
+    def finishing(self) -> None:
+        session, state = self.session, self.state
+        session.require_lock()
+        record(session.ledger, state, "deployed", "")
+        session.run.log.write("skycap", f"release {state.release.number} recorded as deployed")
+        after_success(session, state, self.previous)
+        session.run.log.write("skycap", "cleanup after the deploy done")
+
+    # ----- in between -----
+
+    def begin(self) -> None:
+        """Record the release as pending, under the lock: the first change."""
+        session, state, cluster = self.session, self.state, self.cluster
+        stage, lock, number, ledger = session.stage, cluster.lock, cluster.next_number, session.ledger
+        session.lock = lock
+        session.require_lock()
+        state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
+                                     tags={name: state.revision.tag for name in stage.services},
+                                     manifests=state.rendered.to_yaml(),
+                                     services=sorted(stage.services) + sorted(stage.vm), number=number)
+        lock.set_purpose(f"deploy rev={state.rev} (release {state.release.number})")
+        if state.release.number != number:  # someone broke our lock and deployed meanwhile
+            message = f"release number {number} was taken while this deploy held the lock"
+            record(ledger, state, "failed", message + "; nothing was applied")
+            raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, "
+                               "try again")
+        state.releases = [state.release, *cluster.releases]  # the lock keeps this listing true
+        # The previous release, and what it applied that this one does not: read while the rollout runs.
+        self.previous = prefetch(previous_and_gone, ledger, state, cluster.releases)
+        self.started = datetime.now(timezone.utc)
+        self.changing = True
+
+    def failed(self, error) -> None:
+        """The failure path, run to its end whatever fails on the way: record `failed` (retried), roll back
+        unless told not to (even if that record could not be written), then the deploy:failed step."""
+        from skycap.flow.steps import run_step
+
+        session, state = self.session, self.state
+        state.error = error.message
+        record_failed(session, state, error.message)
+        state.status = "failed"
+        if self.vm_work is not None:
+            self.vm_work.abandon()
+        if self.rollback:
+            auto_rollback(session, state, self.phases, self.accept_new_host_keys, self.previous, self.c)
+        else:
+            session.run.screen.warn("--no-rollback: the failed release stays in place")
+        self.c.error = error.message
+        run_step(self.c, "deploy:failed", tolerate=("before", "after"))
+        if self.c.hook_errors:
+            state.error += "; " + "; ".join(self.c.hook_errors)
 
 
 def resolve_render_check(session, state, phases, cluster, image_check: bool, accept_new_host_keys: bool) -> None:
@@ -213,80 +344,6 @@ def next_release_number(session: StageSession) -> int:
     return session.ledger.next_number
 
 
-def locked_deploy(session, state, phases, hooks, cluster, *, timeout, rollback, accept_new_host_keys) -> int:
-    stage, run, lock, number = session.stage, session.run, cluster.lock, cluster.next_number
-    hooks.run("before_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
-              release=number, namespace=stage.namespace)
-    ledger = session.ledger
-    session.lock = lock
-    session.require_lock()
-    state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
-                                 tags={name: state.revision.tag for name in stage.services},
-                                 manifests=state.rendered.to_yaml(), services=sorted(stage.services) + sorted(stage.vm),
-                                 number=number)
-    lock.set_purpose(f"deploy rev={state.rev} (release {state.release.number})")
-    if state.release.number != number:  # someone broke our lock and deployed meanwhile
-        message = f"release number {number} was taken while this deploy held the lock"
-        record(ledger, state, "failed", message + "; nothing was applied")
-        raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, try again")
-    state.releases = [state.release, *cluster.releases]  # the lock keeps this listing true
-    # The previous release, and what it applied that this one does not: read while the rollout runs.
-    previous = prefetch(previous_and_gone, ledger, state, cluster.releases)
-    started = datetime.now(timezone.utc)
-    try:
-        if stage.vm and stage.vm_order == "before":
-            deploy_vms(session, state, phases, accept_new_host_keys)
-        if stage.services:
-            apply_and_watch(session, state, phases, timeout=timeout, since=started)
-        if stage.vm and stage.vm_order == "after":
-            deploy_vms(session, state, phases, accept_new_host_keys)
-        session.require_lock()
-        record(ledger, state, "deployed", "")
-        run.log.write("skycap", f"release {state.release.number} recorded as deployed")
-        after_success(session, state, previous)
-        run.log.write("skycap", "cleanup after the deploy done")
-        hooks.run("after_deploy", stage=stage.name, rev=state.rev, node=state.revision.node, tag=state.revision.tag,
-                  release=state.release.number, namespace=stage.namespace)
-    except (KeyboardInterrupt, Interrupted):
-        record(ledger, state, "interrupted", "interrupted by the user (Ctrl-C or SIGTERM)")
-        raise
-    except LockLost as exc:  # no rollback: without the lock, this run must change nothing more
-        state.error = exc.message
-        record_interrupted(session, state, exc.message)
-        state.status = "interrupted"
-        raise
-    except Exception as exc:  # noqa: BLE001 - ours or a library's: after the first change, a failed deploy
-        error = as_failure(session, exc)
-        failed(session, state, phases, hooks, error, rollback=rollback, accept_new_host_keys=accept_new_host_keys,
-               previous=previous)
-        if error is exc:
-            raise
-        raise error from None
-    return 0
-
-
-def failed(session, state, phases, hooks, error, *, rollback: bool, accept_new_host_keys: bool, previous) -> None:
-    """The failure path, run to its end whatever fails on the way: record `failed` (retried), roll back
-    unless told not to (even if that record could not be written), run deploy_failed."""
-    state.error = error.message
-    record_failed(session, state, error.message)
-    state.status = "failed"
-    if rollback:
-        auto_rollback(session, state, phases, accept_new_host_keys, previous)
-    else:
-        session.run.screen.warn("--no-rollback: the failed release stays in place")
-    hooks_failed(hooks, session.stage, state, error)
-
-
-def hooks_failed(hooks, stage, state, exc) -> None:
-    try:
-        hooks.run("deploy_failed", stage=stage.name, rev=state.rev, node=state.revision.node,
-                  tag=state.revision.tag, release=state.release.number, namespace=stage.namespace,
-                  error=exc.message)
-    except SkycapError as hook_error:
-        state.error += f"; {hook_error.message}"
-
-
 def preflight_vms(stage, accept_new_host_keys: bool) -> None:
     """Reach every host before the first change: an unknown key or a dead host stops us here."""
     from skycap import vm
@@ -298,33 +355,72 @@ def preflight_vms(stage, accept_new_host_keys: bool) -> None:
             raise BadInput(exc.message, exc.hint) from None
 
 
-def deploy_vms(session, state, phases, accept_new_host_keys: bool) -> None:
-    """Build the archive once, ship it to every host of every VM service; all switch or none does."""
-    import tempfile
-    from pathlib import Path
+class VmWork:
+    """The VM services' part of a deploy: the archive built once, every service unpacked on every host
+    (deploy:updating), then each switched (deploy:publishing, or updating with vm_order: before)."""
 
-    from skycap import vm
-    from skycap.revision import archive
+    def __init__(self, session, state, phases, accept_new_host_keys: bool):
+        self.session, self.state, self.phases = session, state, phases
+        self.accept_new_host_keys = accept_new_host_keys
+        self.deployments = {}  # service name -> vm.Deployment, unpacked and not yet live
+        self.folder = None
 
-    stage, node = session.stage, state.revision.node
-    release_name = vm.new_release_name(node)
-    with tempfile.TemporaryDirectory(prefix="skycap-archive-") as folder:
-        with phases.phase("build the release archive once (hg archive)"):
+    def unpack(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from skycap import vm
+        from skycap.revision import archive
+
+        session, state = self.session, self.state
+        stage, node = session.stage, state.revision.node
+        release_name = vm.new_release_name(node)
+        self.folder = tempfile.TemporaryDirectory(prefix="skycap-archive-")
+        with self.phases.phase("build the release archive once (hg archive)"):
             try:
-                tarball = archive(stage.hg_source, node, Path(folder) / f"{node[:12]}.tar.gz")
+                tarball = archive(stage.hg_source, node, Path(self.folder.name) / f"{node[:12]}.tar.gz")
             except SkycapError as exc:  # after the first change, not bad input: a failed deploy
                 raise DeployFailed(f"building the VM release archive failed: {exc.message}", exc.hint) from None
         for name, service in stage.vm.items():
             session.require_lock()
-            with phases.phase(f"deploy {name} to {len(service.hosts)} host(s), {service.parallel} at a time"):
-                try:
-                    result = vm.deploy(service, tarball, node, release_name=release_name,
-                                       accept_new_host_keys=accept_new_host_keys, on_event=host_printer(session),
-                                       project_root=stage.project.root)
-                except (vm.VmDeployFailed, vm.VmInterrupted) as exc:
-                    state.vm_results[name] = vm_result_dict(exc.result)
-                    raise
-                state.vm_results[name] = vm_result_dict(result)
+            with self.phases.phase(f"deploy {name} to {len(service.hosts)} host(s), {service.parallel} at a time: "
+                                   f"upload and unpack"):
+                deployment = vm.Deployment(service, tarball, node, release_name=release_name,
+                                           accept_new_host_keys=self.accept_new_host_keys,
+                                           on_event=host_printer(session), project_root=stage.project.root)
+                self.guarded(name, deployment.unpack)
+                self.deployments[name] = deployment
+
+    def go_live(self) -> None:
+        for name, deployment in list(self.deployments.items()):
+            self.session.require_lock()
+            with self.phases.phase(f"switch {name} on {len(deployment.run.vm.hosts)} host(s), restart, check"):
+                del self.deployments[name]
+                self.state.vm_results[name] = vm_result_dict(self.guarded(name, deployment.go_live))
+
+    def guarded(self, name: str, work):
+        from skycap import vm
+
+        try:
+            return work()
+        except (vm.VmDeployFailed, vm.VmInterrupted) as exc:
+            self.state.vm_results[name] = vm_result_dict(exc.result)
+            raise
+
+    def abandon(self) -> None:
+        """The deploy failed with services unpacked and not switched: drop their new release on every host."""
+        for name, deployment in list(self.deployments.items()):
+            del self.deployments[name]
+            try:
+                deployment.abandon()
+            except Exception as exc:  # noqa: BLE001 - a leftover folder, said; the failure path goes on
+                self.session.run.screen.warn(f"could not remove the unpacked release of {name}: {exc}")
+
+    def close(self) -> None:
+        for deployment in self.deployments.values():
+            deployment.run.close()
+        if self.folder is not None:
+            self.folder.cleanup()
 
 
 def after_success(session, state, previous) -> None:
@@ -356,8 +452,9 @@ def previous_and_gone(ledger, state, releases) -> tuple:
     return previous, gone_objects(previous, state.rendered, ledger.namespace), skipped
 
 
-def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) -> None:
-    """Back to `previous` (a future of the last good release, read while the rollout ran)."""
+def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous, c) -> None:
+    """Back to `previous` (a future of the last good release, read while the rollout ran), through the
+    rollback:* steps and their hooks."""
     run = session.run
     try:
         target, _, skipped = call_api(session, "ledger", previous.result)
@@ -374,9 +471,11 @@ def auto_rollback(session, state, phases, accept_new_host_keys: bool, previous) 
         return
     run.screen.phase(f"roll back to release {target.number} (rev {target.rev}, {str(target.node)[:12]})")
     try:
-        rollback_to(session, target, phases, timeout=session.stage.rollout_timeout,
-                    accept_new_host_keys=accept_new_host_keys, note=f"automatic rollback after release "
-                    f"{state.release.number} failed", failed_release=state.release)
+        work = Rollback(session, phases, timeout=session.stage.rollout_timeout,
+                        accept_new_host_keys=accept_new_host_keys, target=target,
+                        note=f"automatic rollback after release {state.release.number} failed",
+                        failed_release=state.release)
+        work.run(c.project_tasks.context(session, flow=work))
         state.rolled_back_to = target.number
     except Exception as exc:  # noqa: BLE001 - the failure path runs to its end: deploy_failed comes next
         exc = as_failure(session, exc)

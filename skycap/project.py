@@ -19,7 +19,7 @@ REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 MIN_KEEP_RELEASES = 3
 
 STAGE_KEYS = {"hg", "registry", "registry_insecure", "image_tag", "kubernetes", "services", "vars", "vm",
-              "vm_order", "keep_releases", "rollout_timeout", "load_balancer", "env_replicas", "env_hosts"}
+              "vm_order", "keep_releases", "rollout_timeout", "hook_timeout", "load_balancer", "env_replicas", "env_hosts"}
 KUBERNETES_KEYS = {"namespace", "context", "create_namespace", "kubeconfig"}
 SERVICE_KEYS = {"image", "template", "replicas", "config", "vars"}
 VM_KEYS = {"hosts", "deploy_to", "restart", "check", "parallel", "keep_releases", "linked_dirs", "linked_files",
@@ -78,6 +78,7 @@ class Stage:
     vm_order: str = "after"
     keep_releases: int = 20
     rollout_timeout: float = 300.0
+    hook_timeout: float = 600.0  # seconds a hook or task of tasks.py may run before it is killed
     load_balancer: "LoadBalancer | None" = None
     env_replicas: int = 1  # the replica cap of environments made from this stage
     env_hosts: dict[str, list[str]] = field(default_factory=dict)  # VM service -> hosts, for env --with-vm
@@ -233,9 +234,12 @@ def parse_stage(name: str, path: Path, project: Project, data: dict) -> Stage:
         vm_order=_optional(path, "", data, "vm_order", str, "after"),
         keep_releases=_optional(path, "", data, "keep_releases", int, 20),
         rollout_timeout=float(_optional(path, "", data, "rollout_timeout", (int, float), 300.0)),
+        hook_timeout=float(_optional(path, "", data, "hook_timeout", (int, float), 600.0)),
     )
     if stage.vm_order not in ("before", "after"):
         raise BadInput(f"{path}: vm_order must be 'before' or 'after', not {stage.vm_order!r}")
+    if stage.hook_timeout <= 0:
+        raise BadInput(f"{path}: hook_timeout must be a number of seconds above 0, not {stage.hook_timeout:g}")
     if stage.keep_releases < MIN_KEEP_RELEASES:
         raise BadInput(f"{path}: keep_releases must be at least {MIN_KEEP_RELEASES}, not {stage.keep_releases}",
                        "the ledger always keeps the current release and the one a rollback goes back to")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from skycap.apply import apply_and_watch, rendered_from_manifests
+from skycap.apply import apply_manifests, rendered_from_manifests, watch
 from skycap.errors import BadInput, Interrupted
 from skycap.ledger import GOOD_STATUSES
 from skycap.session import (
@@ -28,45 +28,121 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
     session = open_stage(run, stage_name)
     stage = session.stage
     phases = Phases(run, stage_name)
-    from skycap.lock import StageLock
+    from skycap.flow.hooks import HookFailed, ProjectTasks
 
-    lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback", ttl=lock_ttl(),
-                     notice=run.screen.line)
-    with phases.phase("take the stage lock"):
-        call_api(session, "lock", lock.acquire)
-    session.lock = lock
+    tasks = ProjectTasks.load(stage.project.tasks_file)
+    work = Rollback(session, phases, timeout=timeout or stage.rollout_timeout,
+                    accept_new_host_keys=accept_new_host_keys, number=release)
     outcome = {"stage": stage_name, "status": "failed", "release": None, "target": None}
     try:
         with interruptible():
-            mark_dead_releases(session)
-            ledger = session.ledger
-            current = ledger.current()
-            target = choose_rollback_target(ledger, current, release, stage_name, run.screen.warn)
-            outcome["target"] = target.number
-            lock.set_purpose(f"rollback to release {target.number}")
-            from skycap.hooks import Hooks
-
-            hooks = Hooks(stage.project.tasks_file, run.log, run.screen)
-            hooks.run("before_rollback", stage=stage.name, rev=target.rev, node=target.node,
-                      release=target.number, namespace=stage.namespace)
-            new = rollback_to(session, target, phases, timeout=timeout or stage.rollout_timeout,
-                              accept_new_host_keys=accept_new_host_keys, note=f"rollback to {target.number}",
-                              replaced=current)
-            outcome.update(status="deployed", release=new.number)
-            hooks.run("after_rollback", stage=stage.name, rev=target.rev, node=target.node,
-                      release=new.number, namespace=stage.namespace)
-            run.screen.ok(f"release {new.number}: {stage_name} is back on release {target.number} "
+            work.run(tasks.context(session, flow=work))
+            target = work.target
+            outcome.update(status="deployed", release=work.state.release.number, target=target.number)
+            run.screen.ok(f"release {work.state.release.number}: {stage_name} is back on release {target.number} "
                           f"(rev {target.rev}, {str(target.node)[:12]})")
             return 0
     except KeyboardInterrupt:
         raise Interrupted("rollback interrupted; the lock was released; see `skycap status "
                           f"{stage_name}` and run the rollback again") from None
+    except HookFailed as exc:
+        if work.state is not None and work.state.release is not None:
+            raise
+        raise BadInput(f"{exc.message}; nothing was changed", exc.hint) from None
     finally:
-        lock.release()
+        outcome["target"] = work.target.number if work.target is not None else None
+        if work.lock is not None:
+            work.lock.release()
         if run.output == "json":
             emit_json({**outcome, "log": str(run.log.path) if run.log.used else None})
         elif run.log.used:
             run.screen.line(f"    log: {run.log.path}")
+
+
+class Rollback:
+    """One rollback, step by step: the bodies of the rollback:* steps (skycap/flow/steps.py says their
+    order). `skycap rollback` takes the lock and chooses the target in rollback:starting; the automatic
+    rollback of a failed deploy comes with its target, under the deploy's lock."""
+
+    def __init__(self, session, phases, *, timeout, accept_new_host_keys, number=None, target=None,
+                 note=None, failed_release=None):
+        self.session, self.phases = session, phases
+        self.timeout, self.accept_new_host_keys = timeout, accept_new_host_keys
+        self.number = number  # release=N, when asked for
+        self.target = target
+        self.note = note
+        self.failed_release = failed_release
+        self.lock = None  # the lock this rollback took (not the automatic one's)
+        self.replaced = None  # the current release, which becomes rolled-back
+        self.state = None  # of the rollback's own release
+        self.c = None
+
+    def run(self, c) -> None:
+        from skycap.flow.steps import run_step
+
+        self.c = c
+        run_step(c, "rollback:starting")
+        with recorded(self.session, self.state, "rollback"):
+            for name in ("rollback:reverting", "rollback:reverted", "rollback:publishing", "rollback:published",
+                         "rollback:finishing"):
+                run_step(c, name)
+            run_step(c, "rollback:finished", tolerate=("after",))
+
+    # ----- the steps -----
+
+    def starting(self) -> None:
+        session = self.session
+        if self.target is None:
+            self.take_lock_and_choose()
+        target = self.target
+        if target.manifests is None:
+            target = self.target = session.ledger.get(target.number)
+        self.state = DeployState(stage=session.stage.name, rev=target.rev or "")
+        self.state.rendered = rendered_from_manifests(target.manifests or "")
+        self.c.rev, self.c.node, self.c.target = target.rev, target.node, target.number
+        self.note = self.note or f"rollback to {target.number}"
+
+    def reverting(self) -> None:
+        session, target, state = self.session, self.target, self.state
+        session.require_lock()
+        state.release = session.ledger.begin(
+            "rollback", rev=target.rev, node=target.node, tags=dict(target.tags), manifests=target.manifests or "",
+            services=list(target.services), note=self.note,
+            target=target.number,  # after the failed release, even if its entry is gone
+            number=self.failed_release.number + 1 if self.failed_release is not None else None)
+        self.c.release = state.release.number
+        self.started = datetime.now(timezone.utc)
+        if state.rendered.manifests:
+            apply_manifests(session, state, self.phases)
+
+    def publishing(self) -> None:
+        session, state = self.session, self.state
+        if state.rendered.manifests:
+            watch(session, state, self.phases, timeout=self.timeout, since=self.started)
+        rollback_vms(session, self.target, state, self.phases, self.accept_new_host_keys)
+
+    def finishing(self) -> None:
+        session, ledger, replaced = self.session, self.session.ledger, self.replaced
+        session.require_lock()
+        record(ledger, self.state, "deployed", self.note)
+        if replaced is not None and replaced.number != self.target.number:
+            replaced.status = "rolled-back"
+            ledger.update_if(replaced, lambda standing: standing.status in GOOD_STATUSES)  # superseded just now
+
+    def take_lock_and_choose(self) -> None:
+        from skycap.lock import StageLock
+
+        session, stage, run = self.session, self.session.stage, self.session.run
+        lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback", ttl=lock_ttl(),
+                         notice=run.screen.line)
+        with self.phases.phase("take the stage lock"):
+            call_api(session, "lock", lock.acquire)
+        self.lock = session.lock = lock
+        mark_dead_releases(session)
+        ledger = session.ledger
+        self.replaced = ledger.current()
+        self.target = choose_rollback_target(ledger, self.replaced, self.number, stage.name, run.screen.warn)
+        lock.set_purpose(f"rollback to release {self.target.number}")
 
 
 def choose_rollback_target(ledger, current, number, stage_name: str, warn):
@@ -101,31 +177,6 @@ def readable_good_before(ledger, number: int, releases=None) -> tuple:
             except BadInput as exc:
                 skipped.append(exc.message)
     return None, skipped
-
-
-def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note, replaced=None,
-                failed_release=None):
-    """Re-apply a recorded release's manifests and watch them: no Mercurial, registry or templates needed."""
-    ledger = session.ledger
-    if target.manifests is None:
-        target = ledger.get(target.number)
-    session.require_lock()
-    new = ledger.begin("rollback", rev=target.rev, node=target.node, tags=dict(target.tags),
-                       manifests=target.manifests or "", services=list(target.services), note=note,
-                       target=target.number,  # after the failed release, even if its entry is gone
-                       number=failed_release.number + 1 if failed_release is not None else None)
-    state = DeployState(stage=session.stage.name, rev=target.rev or "", release=new)
-    state.rendered = rendered_from_manifests(target.manifests or "")
-    with recorded(session, state, "rollback"):
-        if state.rendered.manifests:
-            apply_and_watch(session, state, phases, timeout=timeout, since=datetime.now(timezone.utc))
-        rollback_vms(session, target, state, phases, accept_new_host_keys)
-        session.require_lock()
-        record(ledger, state, "deployed", note)
-    if replaced is not None and replaced.number != target.number:
-        replaced.status = "rolled-back"
-        ledger.update_if(replaced, lambda standing: standing.status in GOOD_STATUSES)  # superseded just now
-    return new
 
 
 def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:

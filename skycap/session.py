@@ -227,16 +227,21 @@ def as_failure(session, exc: BaseException) -> SkycapError:
 
 @contextmanager
 def recorded(session, state, what: str):
-    """Whatever stops the block, the release's ledger entry says so (interrupted or failed)."""
+    """Whatever stops the block, the release's ledger entry says so (interrupted or failed); until the
+    block has begun the release (state.release is None), there is nothing to record."""
     try:
         yield
     except KeyboardInterrupt:
-        record(session.ledger, state, "interrupted", f"{what} interrupted by the user")
+        if state.release is not None:
+            record(session.ledger, state, "interrupted", f"{what} interrupted by the user")
         raise
     except LockLost as exc:
-        record_interrupted(session, state, exc.message)
+        if state.release is not None:
+            record_interrupted(session, state, exc.message)
         raise
     except Exception as exc:  # noqa: BLE001 - a crash too is a failure, never a release left pending
+        if state.release is None:
+            raise
         error = as_failure(session, exc)
         record_failed(session, state, error.message)
         if error is exc:

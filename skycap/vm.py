@@ -185,22 +185,55 @@ def deploy(vm: VmService, archive: Path, node: str, *, release_name: str | None 
            cancel: threading.Event | None = None, project_root: Path | None = None,
            who: str | None = None) -> VmResult:
     """Ship the archive to every host as release `release_name` and make it live everywhere, or nowhere."""
-    node = _checked_node(node)
-    release = _checked_release_name(release_name or new_release_name(node))
-    archive = Path(archive)
-    if not archive.is_file():
-        raise BadInput(f"the release archive {archive} does not exist")
-    run = _Run(vm, _ssh_options(vm, accept_new_host_keys, project_root), on_event, cancel, who)
-    result = VmResult(vm.name, "deploy", release, node, list(run.outcomes.values()))
-    try:
-        run.each_host(lambda host: run.prepare(host, archive, release, node))
-        if not run.stop.is_set():
-            run.each_host(lambda host: run.go_live(host, release, node, "deployed"))
+    deployment = Deployment(vm, archive, node, release_name=release_name, accept_new_host_keys=accept_new_host_keys,
+                            on_event=on_event, cancel=cancel, project_root=project_root, who=who)
+    deployment.unpack()
+    return deployment.go_live()
+
+
+class Deployment:
+    """A deploy of one VM service in its two halves, which the flow runs in two steps: unpack() puts
+    the release on every host and changes nothing live; go_live() switches every host, or none.
+    Either raises VmDeployFailed (or VmInterrupted) with the hosts left as they were."""
+
+    def __init__(self, vm: VmService, archive: Path, node: str, *, release_name: str | None = None,
+                 accept_new_host_keys: bool = False, on_event: EventCallback | None = None,
+                 cancel: threading.Event | None = None, project_root: Path | None = None, who: str | None = None):
+        self.node = _checked_node(node)
+        self.release = _checked_release_name(release_name or new_release_name(self.node))
+        self.archive = Path(archive)
+        if not self.archive.is_file():
+            raise BadInput(f"the release archive {self.archive} does not exist")
+        self.run = _Run(vm, _ssh_options(vm, accept_new_host_keys, project_root), on_event, cancel, who)
+        self.result = VmResult(vm.name, "deploy", self.release, self.node, list(self.run.outcomes.values()))
+
+    def unpack(self) -> None:
+        run = self.run
+        try:
+            run.each_host(lambda host: run.prepare(host, self.archive, self.release, self.node))
+        except BaseException:
+            run.close()
+            raise
         if run.stop.is_set():
-            run.undo(release, discard=True)
-    finally:
-        run.close()
-    return run.finish(result)
+            self.abandon()
+            run.finish(self.result)
+
+    def go_live(self) -> VmResult:
+        run = self.run
+        try:
+            run.each_host(lambda host: run.go_live(host, self.release, self.node, "deployed"))
+            if run.stop.is_set():
+                run.undo(self.release, discard=True)
+        finally:
+            run.close()
+        return run.finish(self.result)
+
+    def abandon(self) -> None:
+        """Drop the unpacked release on every host, never switched (the deploy stopped between the halves)."""
+        try:
+            self.run.undo(self.release, discard=True)
+        finally:
+            self.run.close()
 
 
 def rollback(vm: VmService, target: str | None = None, *, accept_new_host_keys: bool = False,
@@ -647,7 +680,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["plan", "describe_plan", "build_archive", "deploy", "rollback", "restart", "status", "preflight",
-           "ssh_options", "new_release_name",
+__all__ = ["plan", "describe_plan", "build_archive", "deploy", "Deployment", "rollback", "restart", "status",
+           "preflight", "ssh_options", "new_release_name",
            "VmResult", "HostOutcome", "VmStatus", "HostStatus", "HostPlan", "VmDeployFailed", "VmInterrupted",
            "HostKeyRefused", "HostUnreachable", "RemoteCommandFailed"]

@@ -190,23 +190,24 @@ def test_a_stale_writer_cannot_overwrite_interrupted(core_api, namespace):
 # -- the failure paths are complete ------------------------------------------------------------------------
 
 
-def test_hg_archive_failing_after_kubernetes_was_applied_is_a_failed_deploy(tmp_path, hg_repo, local_cluster,
-                                                                           namespace, kubeconfig, publish,
-                                                                           fake_vms, core_api):
-    import shutil
-
+def test_hg_archive_failing_after_the_release_is_recorded_is_a_failed_deploy(tmp_path, hg_repo, local_cluster,
+                                                                             namespace, kubeconfig, publish,
+                                                                             fake_vms, core_api):
+    """hg archive runs in deploy:updating, after the release is recorded pending: a hook before that
+    step moves the repository away (hg resolved the revision already)."""
     from tests.test_deploy_vm import live_revision, with_vms
 
     project = with_vms(make_project(tmp_path, hg_repo, local_cluster, namespace, publish), fake_vms)
     good = project.commit("good", only=("web",))
     assert project.run("deploy", "test", f"rev={good}").code == 0
-    slow = project.commit("slow", labels={"skycap.sim/behaviour": "ready-after=4"}, only=("web",))
-    proc, seen = start_deploy(project, local_cluster.kubeconfig, slow)
-    shutil.move(str(project.repo.path), str(tmp_path / "hg-moved-away"))  # hg archive comes after the rollout
-    seen = read_rest(proc, seen)
-    assert proc.wait(timeout=120) == 1, seen
-    assert "building the VM release archive failed: no Mercurial repository at" in seen
-    assert "rolled back to release 1" in seen
+    (project.root / "tasks.py").write_text(
+        "import shutil\nfrom invoke import task\nfrom skycap.tasks import before\n"
+        f"@task\ndef move(c):\n    shutil.move({str(project.repo.path)!r}, {str(tmp_path / 'hg-moved-away')!r})\n"
+        "before('deploy:updating', move)\n")
+    ran = project.run("deploy", "test", f"rev={project.commit('moved', only=('web',))}")
+    assert ran.code == 1, ran.stderr
+    assert "building the VM release archive failed: no Mercurial repository at" in ran.stderr
+    assert "rolled back to release 1" in ran.stderr
     assert web_image(core_api, namespace).endswith(good[:12])
     assert all(live_revision(host) == good for host in project.fleet)
     assert history(project) == [(3, "rollback", "deployed"), (2, "deploy", "failed"), (1, "deploy", "superseded")]

@@ -148,13 +148,13 @@ class Doctor:
         return Check("templates", OK, f"{len(names)} template(s) render: {len(self.rendered.manifests)} objects")
 
     def tasks_file(self) -> Check:
-        from skycap.hooks import Hooks
+        from skycap.flow.hooks import ProjectTasks
 
         path = self.stage.project.tasks_file
         if not path.is_file():
             return Check("tasks.py", OK, "none (no hooks)")
         try:
-            Hooks(path)._load()
+            ProjectTasks.load(path)
         except SkycapError as exc:
             return Check("tasks.py", FAIL, exc.message, f"run `python {path}` to see the whole error")
         return Check("tasks.py", OK, f"{path} loads")
