@@ -180,7 +180,8 @@ def test_a_stale_writer_cannot_overwrite_interrupted(core_api, namespace):
     from skycap.ledger import Ledger
 
     stale = Ledger(core_api, namespace, "test")
-    release = stale.begin("deploy", rev="abc", manifests="a: 1\n")
+    config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  a: '1'\n"
+    release = stale.begin("deploy", rev="abc", manifests=config_map)
     assert Ledger(core_api, namespace, "test").interrupt_pending("its lock was broken") == [release.number]
     with pytest.raises(LockLost, match="changed by someone else .*it says interrupted now"):
         stale.finish(release, "deployed")
