@@ -129,3 +129,18 @@ def test_exec_all_prefixes_every_pod_and_names_the_failed_ones(deployed, core_ap
     failed = deployed.run("exec", "test", "web", "--all", "--", "sh", "-c", "exit 3")
     assert failed.code == 3
     assert "2 of 2 pods failed" in failed.stderr
+
+
+def test_exec_it_gives_an_interactive_shell_on_a_terminal(deployed):
+    """`script` gives skycap a real pseudo-terminal, as a person's would be; what is typed reaches a
+    shell in the pod, which has a terminal of its own there."""
+    import shlex
+
+    skycap = [sys.executable, "-m", "skycap.cli", "--project", str(deployed.root), "exec", "test", "web", "-it",
+              "--", "sh"]
+    typed = "tty; echo answer-$((40 + 2)); exit 7\n"
+    done = subprocess.run(["script", "-qec", shlex.join(skycap), "/dev/null"], input=typed, capture_output=True,
+                          text=True, timeout=60)
+    assert "answer-42" in done.stdout, done.stdout + done.stderr
+    assert "/dev/pts/" in done.stdout
+    assert done.returncode == 7
