@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from skycap.apply import apply_and_watch, rendered_from_manifests
 from skycap.errors import BadInput, Interrupted
-from skycap.ledger import GOOD_STATUSES
+from skycap.ledger import GOOD_STATUSES, restorable
+from skycap.prune import prune_left_behind
 from skycap.session import (
     DeployState,
     Phases,
@@ -43,6 +44,7 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
             current = ledger.current()
             target = choose_rollback_target(ledger, current, release, stage_name, run.screen.warn)
             outcome["target"] = target.number
+            check_vm_target(session, target, accept_new_host_keys)
             lock.set_purpose(f"rollback to release {target.number}")
             from skycap.hooks import Hooks
 
@@ -51,7 +53,7 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
                       release=target.number, namespace=stage.namespace)
             new = rollback_to(session, target, phases, timeout=timeout or stage.rollout_timeout,
                               accept_new_host_keys=accept_new_host_keys, note=f"rollback to {target.number}",
-                              replaced=current)
+                              replaced=current, vm_checked=True)
             outcome.update(status="deployed", release=new.number)
             hooks.run("after_rollback", stage=stage.name, rev=target.rev, node=target.node,
                       release=new.number, namespace=stage.namespace)
@@ -72,7 +74,7 @@ def rollback(run, stage_name: str, *, release=None, timeout=None, accept_new_hos
 def choose_rollback_target(ledger, current, number, stage_name: str, warn):
     if number is not None:
         target = ledger.get(number)
-        if not target.manifests and target.kind != "deploy":
+        if not target.manifests and not target.vm and target.kind != "deploy":
             raise BadInput(f"release {number} has no recorded manifests to roll back to")
         if target.status not in ("deployed", "superseded", "rolled-back"):
             raise BadInput(f"release {number} never ran successfully (status {target.status})",
@@ -95,7 +97,7 @@ def readable_good_before(ledger, number: int, releases=None) -> tuple:
     why each newer good one was passed over (an unreadable entry must not stop a rollback)."""
     skipped = []
     for release in ledger.releases() if releases is None else releases:
-        if release.number < number and release.status in GOOD_STATUSES and release.manifests_size > 0:
+        if release.number < number and restorable(release):
             try:
                 return ledger.get(release.number), skipped
             except BadInput as exc:
@@ -104,16 +106,20 @@ def readable_good_before(ledger, number: int, releases=None) -> tuple:
 
 
 def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note, replaced=None,
-                failed_release=None):
-    """Re-apply a recorded release's manifests and watch them: no Mercurial, registry or templates needed."""
+                failed_release=None, vm_checked=False):
+    """Re-apply a recorded release's manifests and watch them, switch the hosts to its VM releases, and
+    delete what the failed or replaced release added: no Mercurial, registry or templates needed."""
     ledger = session.ledger
     if target.manifests is None:
         target = ledger.get(target.number)
+    if not vm_checked:
+        check_vm_target(session, target, accept_new_host_keys)
     session.require_lock()
     new = ledger.begin("rollback", rev=target.rev, node=target.node, tags=dict(target.tags),
                        manifests=target.manifests or "", services=list(target.services), note=note,
                        target=target.number,  # after the failed release, even if its entry is gone
                        number=failed_release.number + 1 if failed_release is not None else None)
+    new.vm = dict(target.vm)  # what the hosts will run; a host switched elsewhere is recorded as it goes
     state = DeployState(stage=session.stage.name, rev=target.rev or "", release=new)
     state.rendered = rendered_from_manifests(target.manifests or "")
     with recorded(session, state, "rollback"):
@@ -122,10 +128,23 @@ def rollback_to(session, target, phases, *, timeout, accept_new_host_keys, note,
         rollback_vms(session, target, state, phases, accept_new_host_keys)
         session.require_lock()
         record(ledger, state, "deployed", note)
+    prune_left_behind(session, state.rendered, [failed_release, replaced])
     if replaced is not None and replaced.number != target.number:
         replaced.status = "rolled-back"
         ledger.update_if(replaced, lambda standing: standing.status in GOOD_STATUSES)  # superseded just now
     return new
+
+
+def check_vm_target(session, target, accept_new_host_keys) -> None:
+    """Before any change: each VM release `target` recorded is still on every host (BadInput, exit 2, else)."""
+    from skycap import vm
+
+    stage = session.stage
+    for name, service in stage.vm.items():
+        wanted = (target.vm or {}).get(name)
+        if wanted:
+            vm.require_release(service, wanted, accept_new_host_keys=accept_new_host_keys,
+                               project_root=stage.project.root)
 
 
 def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:
