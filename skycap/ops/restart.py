@@ -82,7 +82,7 @@ def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeo
     release.vm = dict(current.vm)  # VM hosts still run those releases, restarted or not
     state = DeployState(stage=stage.name, rev=current.rev or "", release=release)
     state.rendered = rendered_from_manifests(dump_all(restarted))
-    with recorded(ledger, state, "restart"):
+    with recorded(session, state, "restart"):
         if restarted:
             with phases.phase(f"restart {', '.join(pods)}"):
                 state.applied = apply_objects(session, dump_all(restarted))
