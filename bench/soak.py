@@ -22,6 +22,8 @@ from common import make_project, new_revision, private_cluster, skycap, stage_fo
 
 STAGE = "soak"
 NAMESPACE = "soak"
+# The real node's start script reads the first label, the node simulator only the second.
+CRASH = {"skycap.io/behaviour": "crash", "skycap.sim/behaviour": "crash"}
 
 
 @dataclass
@@ -97,7 +99,7 @@ def crashing_revision(project: Path, state, services: int) -> str:
     node = new_revision(project, state, 0)
     for i in range(services):
         publish_image(state.registry, f"bench/svc{i:02d}", node[:12],
-                      {"skycap.io/behaviour": "crash"} if i == 0 else None)
+                      CRASH if i == 0 else None)
     return node
 
 

@@ -175,7 +175,7 @@ class Ledger:
         return next((release for release in self.releases() if release.status == "deployed"), None)
 
     def last_good_before(self, number: int, releases: list[Release] | None = None) -> Release | None:
-        """The newest deployed-or-superseded release older than `number` that carries manifests.
+        """The newest release older than `number` that a rollback can go back to (see restorable).
         `releases`, here and below: a listing made under the stage lock, to use instead of listing again."""
         for release in self._listed(releases):
             if release.number < number and restorable(release):
