@@ -132,6 +132,7 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
             release = ledger.begin("scale", rev=current.rev, node=current.node, tags=dict(current.tags),
                                    manifests=dump_all(objects),
                                    services=list(current.services), note=note, target=current.number)
+            release.vm = dict(current.vm)  # the VM hosts keep running what they ran
             state = DeployState(stage=stage_name, rev=current.rev or "", release=release)
             state.rendered = rendered_from_manifests(dump_all(scaled))
             with recorded(session, state, "scale"):

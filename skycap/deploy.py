@@ -430,7 +430,9 @@ def after_success(session, state, previous) -> None:
     try:
         from skycap.prune import prune_removed
 
-        _, gone, _ = call_api(session, "ledger", previous.result)
+        _, gone, skipped = call_api(session, "ledger", previous.result)
+        for problem in skipped:
+            screen.warn(f"{problem}: what it applied is not pruned")
         session.require_lock()
         prune_removed(session, gone)
     except SkycapError as exc:

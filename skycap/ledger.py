@@ -65,6 +65,20 @@ class Release:
     objects: list[dict] | None = field(default=None, repr=False, compare=False)  # the manifests, parsed and checked
 
 
+def restorable(release: Release) -> bool:
+    """Whether a rollback can go back to `release`: it ran, and it recorded manifests or VM releases."""
+    return release.status in GOOD_STATUSES and (release.manifests_size > 0 or bool(release.vm))
+
+
+def vm_releases(recorded: dict, results: dict) -> dict:
+    """What each VM service runs after a release: what it `recorded` (the release it started from: a
+    scale, restart or rollback leaves the hosts as they were), overridden by the release folder each
+    deploy or rollback in `results` (VmResult dicts by service) switched the hosts to."""
+    switched = {name: result.get("release") for name, result in results.items()
+                if result.get("action") in ("deploy", "rollback") and result.get("release") and result.get("hosts")}
+    return {**recorded, **switched}
+
+
 def who_am_i() -> str:
     """The CI job that runs us (its URL, and who started it when known), else user@host."""
     return _ci_job(os.environ) or f"{user_name()}@{socket.gethostname()}"
@@ -161,10 +175,10 @@ class Ledger:
         return next((release for release in self.releases() if release.status == "deployed"), None)
 
     def last_good_before(self, number: int, releases: list[Release] | None = None) -> Release | None:
-        """The newest deployed-or-superseded release older than `number` that carries manifests.
+        """The newest release older than `number` that a rollback can go back to (see restorable).
         `releases`, here and below: a listing made under the stage lock, to use instead of listing again."""
         for release in self._listed(releases):
-            if release.number < number and release.status in GOOD_STATUSES and release.manifests_size > 0:
+            if release.number < number and restorable(release):
                 return self.get(release.number)
         return None
 
@@ -272,7 +286,7 @@ class Ledger:
         releases = self._listed(releases)
         current = next((release for release in releases if release.status == "deployed"), None)
         fallback = current and next((release for release in releases if release.number < current.number
-                                     and release.status in GOOD_STATUSES and release.manifests_size > 0), None)
+                                     and restorable(release)), None)
         doomed = [release.number for release in releases[keep:]
                   if release is not current and release is not fallback and release.status != "pending"]
         for number in doomed:

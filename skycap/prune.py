@@ -21,6 +21,27 @@ def gone_objects(previous, rendered, namespace: str) -> list[tuple[str, str]]:
             if (obj["kind"], obj["metadata"]["name"]) not in current and obj["kind"] != "Namespace"]
 
 
+def prune_left_behind(session, rendered, releases) -> None:
+    """After a rollback to what `rendered` holds: delete what `releases` (the failed release, the one the
+    rollback replaced; None is skipped) applied and it does not, by prune's rules. A failure is a
+    warning: the rollback itself worked."""
+    from skycap.errors import SkycapError
+    from skycap.session import call_api
+
+    ledger = session.ledger
+    try:
+        gone = {}
+        for release in releases:
+            if release is not None and release.manifests is None:
+                release = call_api(session, "ledger", ledger.get, release.number)
+            gone.update(dict.fromkeys(gone_objects(release, rendered, ledger.namespace)))
+        session.require_lock()
+        prune_removed(session, list(gone))
+    except SkycapError as exc:
+        session.run.screen.warn(f"deleting what the rolled-back release added failed (the rollback itself "
+                                f"worked): {exc.message}")
+
+
 def prune_removed(session, gone: list[tuple[str, str]]) -> None:
     from skycap.render import STAGE_LABEL
 

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from skycap.apply import apply_manifests, rendered_from_manifests, watch
 from skycap.errors import BadInput, Interrupted
-from skycap.ledger import GOOD_STATUSES
+from skycap.ledger import GOOD_STATUSES, restorable
+from skycap.prune import prune_left_behind
 from skycap.session import (
     DeployState,
     Phases,
@@ -97,6 +98,7 @@ class Rollback:
         target = self.target
         if target.manifests is None:
             target = self.target = session.ledger.get(target.number)
+        check_vm_target(session, target, self.accept_new_host_keys)  # before any change
         self.state = DeployState(stage=session.stage.name, rev=target.rev or "")
         self.state.rendered = rendered_from_manifests(target.manifests or "")
         self.c.rev, self.c.node, self.c.target = target.rev, target.node, target.number
@@ -110,6 +112,7 @@ class Rollback:
             services=list(target.services), note=self.note,
             target=target.number,  # after the failed release, even if its entry is gone
             number=self.failed_release.number + 1 if self.failed_release is not None else None)
+        state.release.vm = dict(target.vm)  # what the hosts will run; a host switched elsewhere is recorded as it goes
         self.c.release = state.release.number
         self.started = datetime.now(timezone.utc)
         if state.rendered.manifests:
@@ -125,6 +128,7 @@ class Rollback:
         session, ledger, replaced = self.session, self.session.ledger, self.replaced
         session.require_lock()
         record(ledger, self.state, "deployed", self.note)
+        prune_left_behind(session, self.state.rendered, [self.failed_release, replaced])
         if replaced is not None and replaced.number != self.target.number:
             replaced.status = "rolled-back"
             ledger.update_if(replaced, lambda standing: standing.status in GOOD_STATUSES)  # superseded just now
@@ -148,7 +152,7 @@ class Rollback:
 def choose_rollback_target(ledger, current, number, stage_name: str, warn):
     if number is not None:
         target = ledger.get(number)
-        if not target.manifests and target.kind != "deploy":
+        if not target.manifests and not target.vm and target.kind != "deploy":
             raise BadInput(f"release {number} has no recorded manifests to roll back to")
         if target.status not in ("deployed", "superseded", "rolled-back"):
             raise BadInput(f"release {number} never ran successfully (status {target.status})",
@@ -171,12 +175,24 @@ def readable_good_before(ledger, number: int, releases=None) -> tuple:
     why each newer good one was passed over (an unreadable entry must not stop a rollback)."""
     skipped = []
     for release in ledger.releases() if releases is None else releases:
-        if release.number < number and release.status in GOOD_STATUSES and release.manifests_size > 0:
+        if release.number < number and restorable(release):
             try:
                 return ledger.get(release.number), skipped
             except BadInput as exc:
                 skipped.append(exc.message)
     return None, skipped
+
+
+def check_vm_target(session, target, accept_new_host_keys) -> None:
+    """Before any change: each VM release `target` recorded is still on every host (BadInput, exit 2, else)."""
+    from skycap import vm
+
+    stage = session.stage
+    for name, service in stage.vm.items():
+        wanted = (target.vm or {}).get(name)
+        if wanted:
+            vm.require_release(service, wanted, accept_new_host_keys=accept_new_host_keys,
+                               project_root=stage.project.root)
 
 
 def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:

@@ -163,11 +163,12 @@ class DeployState:
 
 
 def record(ledger, state, status: str, note: str) -> None:
+    from skycap.ledger import vm_releases
+
     state.status = status
     release = state.release
     release.applied = list(state.applied)
-    release.vm = {name: result.get("release") for name, result in state.vm_results.items()
-                  if result.get("action") == "deploy" and result.get("hosts")}
+    release.vm = vm_releases(release.vm, state.vm_results)
     ledger.finish(release, status, note=note[:2000], releases=state.releases)
 
 

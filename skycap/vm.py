@@ -257,6 +257,22 @@ def rollback(vm: VmService, target: str | None = None, *, accept_new_host_keys: 
     return run.finish(result)
 
 
+def require_release(vm: VmService, target: str, *, accept_new_host_keys: bool = False,
+                    project_root: Path | None = None) -> str:
+    """Before a rollback changes anything: the release folder `target` names (a name or node) on every
+    host; BadInput naming each host that lacks it or cannot be reached. Touches nothing."""
+    run = _Run(vm, _ssh_options(vm, accept_new_host_keys, project_root), None, None, None)
+    try:
+        states = run.inspect_all(stop_on_failure=False)
+    finally:
+        run.close()
+    down = [outcome for host, outcome in run.outcomes.items() if host not in states]
+    if down:
+        raise BadInput(f"vm {vm.name}: {', '.join(o.host for o in down)} cannot be reached to check that release "
+                       f"{target} is there; nothing was changed", "\n  ".join(o.describe() for o in down))
+    return _rollback_target(vm, states, target)
+
+
 def status(vm: VmService, *, accept_new_host_keys: bool = False, project_root: Path | None = None) -> VmStatus:
     """Each host's live release and node; hosts on another release than most are flagged out of step."""
     run = _Run(vm, _ssh_options(vm, accept_new_host_keys, project_root), None, None, None)
@@ -681,6 +697,6 @@ def _reason(exc: Exception) -> str:
 
 
 __all__ = ["plan", "describe_plan", "build_archive", "deploy", "Deployment", "rollback", "restart", "status",
-           "preflight", "ssh_options", "new_release_name",
+           "preflight", "require_release", "ssh_options", "new_release_name",
            "VmResult", "HostOutcome", "VmStatus", "HostStatus", "HostPlan", "VmDeployFailed", "VmInterrupted",
            "HostKeyRefused", "HostUnreachable", "RemoteCommandFailed"]

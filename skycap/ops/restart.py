@@ -81,6 +81,7 @@ def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeo
     release = ledger.begin("restart", rev=current.rev, node=current.node, tags=dict(current.tags),
                            manifests=dump_all(objects), services=list(current.services), note=note,
                            target=current.number)
+    release.vm = dict(current.vm)  # VM hosts still run those releases, restarted or not
     state = DeployState(stage=stage.name, rev=current.rev or "", release=release)
     state.rendered = rendered_from_manifests(dump_all(restarted))
     with recorded(session, state, "restart"):
@@ -91,7 +92,7 @@ def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeo
         for vm in vms:
             restart_hosts(session, state, phases, vm, accept_new_host_keys)
         session.require_lock()
-    release.applied, release.vm = list(state.applied), dict(current.vm)  # VM hosts still run those releases
+    release.applied = list(state.applied)
     ledger.finish(release, "deployed", note)
     return release.number
 
