@@ -57,7 +57,7 @@ def make_project(folder: Path, state, services: int, replicas: int = 2) -> tuple
         publish_image(state.registry, f"bench/{name}", node[:12])
     stage = {"hg": str(repo), "registry": state.registry,
              "kubernetes": {"namespace": "placeholder", "context": "skycap-local", "create_namespace": True},
-             "rollout_timeout": 300,
+             "rollout_timeout": 300, "vars": {"progress_deadline": 600},  # 40 pods on one node, 2 cores
              "services": {name: {"image": f"bench/{name}", "template": "worker.yaml.j2", "replicas": replicas}
                           for name in names}}
     (folder / "stages" / "template.yaml").write_text(yaml.safe_dump(stage))
