@@ -247,6 +247,10 @@ class Forwarder:
                 client.close()
                 continue
             with self.lock:
+                if self.listener is not listener:  # cut while this one was being connected: it must not live
+                    client.close()
+                    upstream.close()
+                    return
                 self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 self.threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
@@ -266,10 +270,10 @@ class Forwarder:
                     pass
 
     def cut(self) -> None:
-        if self.listener:
-            self.listener.close()
-            self.listener = None
         with self.lock:
+            if self.listener:
+                self.listener.close()
+                self.listener = None
             for sock in self.sockets:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
