@@ -88,10 +88,15 @@ def raw_deploy(project: Path, kubeconfig: Path, stage: str, namespace: str, node
 
 
 def first_and_redeploy(deploy, project: Path, kubeconfig: Path, who: str, number: int, nodes: list[str]):
-    """A first deploy into a new namespace, then a new revision over it: [(seconds, exit gap)] for each."""
+    """A first deploy into a new namespace, then a new revision over it: [(seconds, exit gap)] for each.
+    The namespace is deleted afterwards (not waited for), so that the one node does not fill up."""
+    from common import kubectl
+
     namespace = f"bench-{who}-{number}"
     stage = stage_for(project, f"{who}{number}", namespace)
-    return [deploy(project, kubeconfig, stage, namespace, node) for node in nodes]
+    timings = [deploy(project, kubeconfig, stage, namespace, node) for node in nodes]
+    kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false")
+    return timings
 
 
 def crash_verdict(project: Path, kubeconfig: Path, state, number: int) -> float:

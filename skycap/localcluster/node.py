@@ -180,6 +180,7 @@ def _write_kubelet_config(paths: Paths, link: Link, cluster_dir: Path) -> None:
         "authorization": {"mode": "AlwaysAllow"},
         "cgroupDriver": "cgroupfs", "cgroupsPerQOS": False, "enforceNodeAllocatable": [],
         "failSwapOn": False, "serializeImagePulls": False,
+        "maxPods": 250,  # not 110: one node holds what a cluster of several would (the pod range has 254)
         "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 99, "imageGCLowThresholdPercent": 98,
         # No DNS add-on runs; the address kubeadm would give one keeps kubelet from warning about
