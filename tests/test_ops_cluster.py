@@ -37,7 +37,7 @@ def test_logs_and_exec_of_a_service_without_pods_say_so_and_the_last_release(dep
     import time
 
     assert deployed.run("scale", "test", "worker=0").code == 0
-    deadline = time.monotonic() + 30  # a scaled-down pod runs (and logs) until its container has stopped
+    deadline = time.monotonic() + 60  # a scaled-down pod runs (and logs) until its container has stopped
     while client.CoreV1Api(core_api).list_namespaced_pod(namespace, label_selector="skycap.io/service=worker").items:
         assert time.monotonic() < deadline, "the worker pod did not go away"
         time.sleep(0.2)
