@@ -74,9 +74,10 @@ def check_machine() -> None:
     if missing:
         problems.append("missing Debian packages: " + " ".join(missing))
     if problems:
+        install = f" (as root: apt-get install {' '.join(missing)})" if missing else ""
         raise BadInput("this machine cannot run the local cluster's real node: " + "; ".join(problems),
-                       "fix that (as root: apt-get install " + " ".join(missing or ["..."]) + "), "
-                       "or start a simulated node instead: skycap local-cluster up --nodes simulated")
+                       f"fix that{install}, or start a simulated node instead: "
+                       "skycap local-cluster up --nodes simulated")
 
 
 def _which(program: str) -> str | None:
