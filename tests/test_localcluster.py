@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -266,3 +267,30 @@ def test_cli_up_prints_exports(local_cluster, monkeypatch):
     assert result.exit_code == 0, result.output
     assert f"export KUBECONFIG={local_cluster.kubeconfig}" in result.stdout
     assert f"export SKYCAP_REGISTRY={local_cluster.registry}" in result.stdout
+
+
+def test_clusters_starting_at_once_get_links_of_their_own(tmp_path):
+    """Parallel test workers each start a cluster: the slot is chosen and claimed under one lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skycap.localcluster import network
+
+    states = [cluster.ClusterState(dir=str(tmp_path / f"c{i}")) for i in range(4)]
+    for state in states:
+        state.path.mkdir()
+    barrier = threading.Barrier(len(states))
+
+    def make(state):
+        barrier.wait()
+        cluster._make_link(state)
+        return state.slot
+
+    try:
+        with ThreadPoolExecutor(len(states)) as pool:
+            slots = list(pool.map(make, states))
+        assert len(set(slots)) == len(states), slots
+        assert all(network.exists(state.link) for state in states)
+    finally:
+        for state in states:
+            if state.slot is not None:
+                network.remove(state.link)

@@ -291,14 +291,16 @@ def _read(path: Path) -> str | None:
 def _tokens(pki: Path) -> dict[str, str]:
     """Each component's token, made once; the admin's stays in `token`, where clients read it."""
     path = pki / "tokens.json"
-    tokens = json.loads(path.read_text()) if path.exists() else {}
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    tokens = dict(stored)
     if (pki / "token").exists():
         tokens["admin"] = (pki / "token").read_text().strip()
     for who in TOKEN_USERS:
         tokens.setdefault(who, secrets.token_hex(24))
-    path.write_text(json.dumps(tokens))
-    (pki / "token").write_text(tokens["admin"])
-    os.chmod(pki / "token", 0o600)
+    if tokens != stored or not (pki / "token").exists():
+        path.write_text(json.dumps(tokens))
+        (pki / "token").write_text(tokens["admin"])
+        os.chmod(pki / "token", 0o600)
     return tokens
 
 
@@ -524,12 +526,13 @@ def _describe(state: ClusterState) -> str:
 
 
 def _make_link(state: ClusterState) -> None:
-    if state.slot is None or not network.exists(state.link):
-        preferred = state.slot if state.slot is not None else 0
-        if state.slot is None or network.Link(preferred).host_address in network.addresses_in_use():
-            state.slot = network.free_slot(preferred)
-        state.save()
-    network.create(state.link)
+    with network.slot_claim():
+        if state.slot is None or not network.exists(state.link):
+            preferred = state.slot if state.slot is not None else 0
+            if state.slot is None or network.Link(preferred).host_address in network.addresses_in_use():
+                state.slot = network.free_slot(preferred)
+            state.save()
+        network.create(state.link)
 
 
 def _publish_pause(state: ClusterState, bin_dir: Path) -> None:

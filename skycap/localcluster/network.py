@@ -12,6 +12,8 @@ can run side by side:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import subprocess
@@ -22,6 +24,17 @@ from skycap.errors import SkycapError
 
 SLOTS = 64
 NETNS_DIR = Path("/run/netns")
+SLOTS_LOCK = Path("/run/skycap/slots.lock")
+
+
+@contextlib.contextmanager
+def slot_claim():
+    """Held while a cluster picks a free slot and makes its link, so that two clusters starting
+    at once (parallel test workers) never pick the same one."""
+    SLOTS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(SLOTS_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @dataclass(frozen=True)
