@@ -54,7 +54,8 @@ def test_what_no_deploy_writes_is_named(obj, problem):
 
 
 def test_the_first_bad_object_is_named_by_its_place():
-    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: x y\nmetadata: {name: b}\n"
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n"  # an empty document is no object
+            "---\napiVersion: v1\nkind: x y\nmetadata: {name: b}\n")
     with pytest.raises(Refused, match=r"^object 2 of its manifests has kind 'x y'"):
         checked_objects(text, NS)
 
