@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from skycap import ledger
 from skycap.ledger import (CHUNK_BYTES, KINDS, STATUSES, Refused, Release, _ci_job, _highest_label,
                            checked_objects, compress, decode_release, encode_document, object_problem, restorable,
                            vm_releases)
@@ -105,15 +106,19 @@ def test_a_document_that_is_not_base64_is_refused():
         decode_release({"metadata": {}, "data": {"release.json": "not base64!"}})
 
 
-def test_compression_splits_into_secret_sized_chunks_and_joins_back():
+def test_compression_splits_into_chunks_and_joins_back(monkeypatch):
     [empty], _ = compress("")  # a release without manifests still has its one chunk
     assert gzip.decompress(empty) == b""
-    big = random.Random(7).randbytes(CHUNK_BYTES).hex()  # hex gzips to about half: two chunks
-    chunks, digest = compress(big)
-    joined = b"".join(chunks)
-    assert len(chunks) == 2 and all(len(chunk) <= CHUNK_BYTES for chunk in chunks)
-    assert gzip.decompress(joined).decode() == big
-    assert compress(big)[1] == digest  # the same text, the same sha256 (no timestamp in the gzip)
+    monkeypatch.setattr(ledger, "CHUNK_BYTES", 1000)  # the real size needs megabytes of text to reach
+    text = random.Random(7).randbytes(1500).hex()  # hex gzips to about half: two chunks
+    chunks, digest = compress(text)
+    assert [len(chunk) for chunk in chunks[:-1]] == [1000] * (len(chunks) - 1) and len(chunks) >= 2
+    assert gzip.decompress(b"".join(chunks)).decode() == text
+    assert compress(text)[1] == digest  # the same text, the same sha256 (no timestamp in the gzip)
+
+
+def test_a_chunk_leaves_room_in_its_secret_for_the_release_document():
+    assert CHUNK_BYTES <= 1024 * 1024 - 200 * 1024
 
 
 @pytest.mark.parametrize("changes, expected", [
