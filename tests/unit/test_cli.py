@@ -1,0 +1,68 @@
+"""skycap.cli's argument parsing: KEY=VALUE words (Capistrano style), rev=, and the counts of `scale`
+and the release= of `rollback`, which are parsed inside their commands: these run main() in this
+process on bad input only, which is refused (exit 2) before anything is read or changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from skycap.cli import main, parse_words, required_rev
+from skycap.errors import BadInput
+
+
+@pytest.mark.parametrize("words, values", [
+    ((), {}),
+    (("rev=abc",), {"rev": "abc"}),
+    (("rev=",), {"rev": ""}),
+    (("a=1", "b=x=y"), {"a": "1", "b": "x=y"}),  # only the first = splits
+    (("msg=two words",), {"msg": "two words"}),
+])
+def test_key_value_words(words, values):
+    assert parse_words(words) == values
+
+
+@pytest.mark.parametrize("words, message, hint", [
+    (("abc",), "unexpected argument 'abc'", "arguments after the stage are KEY=VALUE, like rev=abc123"),
+    (("=abc",), "unexpected argument '=abc'", "KEY=VALUE"),
+    (("a=1", "a=2"), "a= is given twice", None),
+])
+def test_bad_words_are_bad_usage(words, message, hint):
+    with pytest.raises(BadInput) as info:
+        parse_words(words)
+    assert info.value.message == message
+    assert info.value.hint == hint or hint in info.value.hint
+
+
+def test_only_the_settings_a_command_takes():
+    assert parse_words(("rev=1",), {"rev"}) == {"rev": "1"}
+    with pytest.raises(BadInput) as info:
+        parse_words(("rev=1", "tag=2"), {"rev", "release"})
+    assert info.value.message == "unknown setting tag="
+    assert info.value.hint == "this command takes: release, rev"
+
+
+def test_rev_is_required_and_the_hint_shows_the_whole_command():
+    assert required_rev(("rev=tip",), "deploy", "staging") == "tip"
+    for words in ((), ("rev=",)):
+        with pytest.raises(BadInput) as info:
+            required_rev(words, "deploy", "staging")
+        assert info.value.message == "missing rev="
+        assert info.value.hint.endswith("skycap deploy staging rev=REV")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["scale", "demo", "web=lots"], "web=lots: the count must be a whole number, like web=3"),
+    (["scale", "demo", "web=-1"], "web=-1: the count must be a whole number"),
+    (["scale", "demo", "web="], "web=: the count must be a whole number"),
+    (["scale", "demo", "web=1.5"], "web=1.5: the count must be a whole number"),
+    (["scale", "demo", "web"], "unexpected argument 'web'"),
+    (["rollback", "demo", "release=latest"], "release=latest is not a release number"),
+    (["rollback", "demo", "release=-2"], "release=-2 is not a release number"),
+    (["rollback", "demo", "rev=1"], "unknown setting rev="),
+    (["task", "demo", "migrate", "dry"], "unexpected argument 'dry'"),
+])
+def test_counts_and_release_numbers_are_whole_numbers(args, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--project", "/nonexistent", *args])
+    assert exited.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
