@@ -8,7 +8,7 @@ import threading
 from skycap.errors import BadInput, DeployFailed, RolloutTimeout
 from skycap.session import load_objects
 
-EARLY_KINDS = ("Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+EARLY_KINDS = ("CustomResourceDefinition", "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
                "ClusterRoleBinding", "ResourceQuota", "LimitRange", "PersistentVolumeClaim")
 
 

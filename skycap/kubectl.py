@@ -35,6 +35,7 @@ TRANSIENT = [
     "etcdserver: request timed out", "too many requests", "(internalerror)", "serviceunavailable",
     "the server was unable to return a response in the time allotted", "http2: server sent goaway",
     "client.timeout exceeded", "context deadline exceeded", "(servertimeout)",
+    "was refused - did you specify the right host or port",  # kubectl's own words for a refused connection
 ]
 
 

@@ -289,13 +289,19 @@ def _parse_service(path: Path, project: Project, name: str, block: Any) -> Servi
 def _parse_env_hosts(path: Path, data: Any, vms: dict) -> dict[str, list[str]]:
     data = _check_keys(path, "env_hosts", data, set(vms))
     for name, hosts in data.items():
-        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and HOST_RE.match(h) for h in hosts):
+        if not isinstance(hosts, list) or not hosts or not all(is_host(h) for h in hosts):
             raise BadInput(f"{path}: env_hosts.{name} must be a list of user@host[:port]")
     return dict(data)
 
 
 HOST_RE = re.compile(r"^(?:(?P<user>[a-z_][-a-z0-9_.]*)@)?"
-                     r"(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+                     r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def is_host(spec) -> bool:
+    """user@host[:port]: a host name never starts with '-' (no option smuggling), a port is 1-65535."""
+    match = isinstance(spec, str) and HOST_RE.match(spec)
+    return bool(match) and (not match["port"] or 1 <= int(match["port"]) <= 65535)
 
 
 def _parse_vm(path: Path, name: str, block: Any) -> VmService:
@@ -307,7 +313,7 @@ def _parse_vm(path: Path, name: str, block: Any) -> VmService:
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise BadInput(f"{path}: {where}.hosts must be a list of user@host[:port]")
     for host in hosts:
-        if not HOST_RE.match(host):
+        if not is_host(host):
             raise BadInput(f"{path}: {where}.hosts: {host!r} is not user@host[:port]")
     deploy_to = _require(path, where + ".", block, "deploy_to")
     if not deploy_to.startswith("/") or not re.match(r"^[-/._a-zA-Z0-9]+$", deploy_to) or ".." in deploy_to:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skycap.errors import DeployFailed
-from skycap.project import HOST_RE
+from skycap.project import HOST_RE, is_host
 
 GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 _record_lock = threading.Lock()
@@ -74,8 +74,8 @@ class RemoteOutput:
 def parse_host(spec: str) -> tuple[str | None, str, int | None]:
     """'user@host:port' (user and port optional, IPv6 in brackets) -> (user, host, port)."""
     match = HOST_RE.match(spec)
-    if not match:
-        raise HostUnreachable(spec, "not a host of the form user@host[:port]")
+    if not match or not is_host(spec):
+        raise HostUnreachable(spec, "not a host of the form user@host[:port] (port 1-65535)")
     port = int(match["port"]) if match["port"] else None
     return match["user"], match["host"].strip("[]"), port
 

@@ -269,7 +269,7 @@ def test_skycap_task_runs_a_task_with_the_stage_context(mixed, namespace):
     (["fail"], 1, "task fail in tasks.py failed: command 'false' exited with 1"),
     (["nope"], 2, "unknown task 'nope'"),
     (["probe", "colour=red"], 2, "task probe takes no argument colour="),
-    (["probe", "times=many"], 2, "times=many is not a int"),
+    (["probe", "times=many"], 2, "times=many is not a whole number"),
     (["db.migrate", "x"], 2, "unexpected argument 'x'"),
 ])
 def test_skycap_task_bad_input_and_failure(mixed, args, code, says):

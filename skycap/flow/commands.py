@@ -64,7 +64,8 @@ def _typed(name: str, key: str, text: str, default):
         try:
             return type(default)(text)
         except ValueError:
-            raise BadInput(f"task {name}: {key}={text} is not a {type(default).__name__}") from None
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise BadInput(f"task {name}: {key}={text} is not {kind}") from None
     return text
 
 

@@ -33,7 +33,7 @@ def test_config_and_rbac_first_each_phase_in_rendered_order():
 
 @pytest.mark.parametrize("kind", ["Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding",
                                   "ClusterRole", "ClusterRoleBinding", "ResourceQuota", "LimitRange",
-                                  "PersistentVolumeClaim"])
+                                  "PersistentVolumeClaim", "CustomResourceDefinition"])
 def test_what_pods_need_before_they_start_goes_first(kind):
     early, rest = split_phases(Rendered([manifest(kind, "x"), manifest("Deployment", "web")]), NS)
     assert names(early) == [f"{kind}/x"] and names(rest) == ["Deployment/web"]

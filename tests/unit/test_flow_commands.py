@@ -34,9 +34,9 @@ def test_booleans(text, value):
 
 @pytest.mark.parametrize("values, message", [
     ({"table": "t", "dry_run": "maybe"}, "task seed: dry_run=maybe is not true or false"),
-    ({"table": "t", "rows": "many"}, "task seed: rows=many is not a int"),
-    ({"table": "t", "rows": "1.5"}, "task seed: rows=1.5 is not a int"),
-    ({"table": "t", "ratio": "half"}, "task seed: ratio=half is not a float"),
+    ({"table": "t", "rows": "many"}, "task seed: rows=many is not a whole number"),
+    ({"table": "t", "rows": "1.5"}, "task seed: rows=1.5 is not a whole number"),
+    ({"table": "t", "ratio": "half"}, "task seed: ratio=half is not a number"),
 ])
 def test_a_value_of_the_wrong_type_is_refused(values, message):
     with pytest.raises(BadInput) as info:

@@ -31,6 +31,7 @@ def test_nothing_to_show():
     ("Error from server (ServiceUnavailable): the server is currently unable to handle the request", True),
     ("Error from server (InternalError): etcdserver: leader changed", True),
     ("net/http: TLS handshake timeout", True),
+    ("The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?", True),
     ('Error from server (NotFound): deployments.apps "web" not found', False),
     ('Error from server (Forbidden): pods is forbidden: User "x" cannot list', False),
     ("", False),

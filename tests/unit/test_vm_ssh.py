@@ -24,11 +24,11 @@ def test_host_specs(spec, parsed):
 
 
 @pytest.mark.parametrize("spec", ["", "deploy@", "@vm1", "Deploy@vm1", "vm1:", "vm1:port", "a b", "user@host/x",
-                                  "2001:db8::1", "vm1:123456"])
+                                  "2001:db8::1", "vm1:123456", "vm1:65536", "vm1:0", "-oProxyCommand", "deploy@-vm1"])
 def test_a_bad_host_spec_says_the_form_it_should_have(spec):
     with pytest.raises(HostUnreachable) as info:
         parse_host(spec)
-    assert "not a host of the form user@host[:port]" in str(info.value)
+    assert "not a host of the form user@host[:port] (port 1-65535)" in str(info.value)
 
 
 def test_revoked_keys_are_read_from_marker_lines_only():
