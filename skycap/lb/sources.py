@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import time
-from datetime import datetime
 from pathlib import Path
 
 from skycap.errors import BadInput
@@ -18,7 +18,6 @@ from skycap.rollout_watch import Feed
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 
 
 class PoolConfigError(BadInput):
@@ -109,13 +108,30 @@ def read_credentials(lb: LoadBalancer, api, namespace: str) -> tuple[str, str]:
 
 # ----- the watches -----
 
+class ReceivedQueue(queue.Queue):
+    """The feed's queue, stamping each change with the moment its watch thread received it: the time
+    from there to the pool change is lb-sync's own (batching, a pass in progress, the balancer's API).
+    The endpoints' trigger-time annotation is no substitute: it comes from the pod's Ready condition,
+    to the second, so it reads up to a second late."""
+
+    received = 0.0  # when the change last taken by get() was received
+
+    def put(self, item, block=True, timeout=None):
+        super().put((time.monotonic(), item), block, timeout)
+
+    def get(self, block=True, timeout=None):
+        self.received, item = super().get(block, timeout)
+        return item
+
+
 class KubeFeed(Feed):
     """The rollout watch's list-then-watch threads, over raw API paths (EndpointSlice v1beta1 has no
-    typed client here), plus which Services each change touches and when it was made."""
+    typed client here), plus which Services each change touches and when it was received."""
 
     def __init__(self, api, namespace: str, endpoint_kind: str, endpoint_prefix: str, nodes: bool):
         kinds = ["Service", endpoint_kind] + (["Node"] if nodes else [])
         super().__init__(api, namespace, kinds)
+        self.changes = ReceivedQueue()
         self.endpoint_kind = endpoint_kind
         plural = "endpointslices" if endpoint_kind == "EndpointSlice" else "endpoints"
         self.paths = {"Service": f"/api/v1/namespaces/{namespace}/services",
@@ -136,11 +152,8 @@ class KubeFeed(Feed):
 
     def _apply(self, kind: str, event: str, payload) -> None:
         super()._apply(kind, event, payload)
-        now = time.monotonic()
-        if event == "LIST" or kind == "Node":
-            self._touch("*", now)
-        else:
-            self._touch(_service_of(kind, payload), now - _trigger_age(payload))
+        received = self.changes.received
+        self._touch("*" if event == "LIST" or kind == "Node" else _service_of(kind, payload), received)
 
     def _touch(self, service: str | None, when: float) -> None:
         if service and service not in self.touched:
@@ -160,18 +173,6 @@ def _service_of(kind: str, obj: dict) -> str | None:
     if kind == "EndpointSlice":
         return (obj["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
     return obj["metadata"]["name"]
-
-
-def _trigger_age(obj: dict) -> float:
-    """How long ago the pod change behind this endpoint change happened (0 when not said or odd)."""
-    stamp = (obj["metadata"].get("annotations") or {}).get(TRIGGER_ANNOTATION)
-    if not stamp:
-        return 0.0
-    try:
-        age = time.time() - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-    return min(max(age, 0.0), 60.0)
 
 
 # ----- what each pool should have -----

@@ -283,11 +283,13 @@ def _forever(sync: PoolSync, feed, endpoint_kind: str) -> int:
                     sync.metrics.health(False, "the watches have not synced yet")
                     continue
                 if feed.trusted != was_trusted:
-                    was_trusted = feed.trusted
+                    before, was_trusted = was_trusted, feed.trusted
                     if not was_trusted:
                         sync.metrics.error("kubernetes")
                         log.warning("the Kubernetes API is unreachable (%s): members are added, none removed, "
                                     "until the watches are back", "; ".join(feed.errors.values()))
+                    elif before is not None:
+                        log.info("the Kubernetes API answers again: every watch has listed anew")
                 due = {spec.pool for spec in sync.lb.pools.values() if spec.pool in sync.pending_since}
                 due |= sync.due(now)
                 if now >= next_resync:

@@ -597,6 +597,17 @@ def down(directory: Path | None = None, purge: bool = False) -> list[str]:
     return stopped
 
 
+def stop_part(state: ClusterState, part: str) -> None:
+    """Stop one running part (SIGTERM, then SIGKILL after a grace). For fault tests, with start_part."""
+    _stop_pid(state.pids[part], state.commands.get(part, ""))
+
+
+def start_part(state: ClusterState, part: str, timeout: float) -> None:
+    """Start one stopped part again and wait up to `timeout` for it to be healthy (`up` allows 60 s)."""
+    _start(state, part, _argv(state, part, ensure_binaries()))
+    _wait_for(state, part, timeout)
+
+
 def status(directory: Path | None = None) -> dict[str, dict]:
     directory = directory or state_dir()
     state = ClusterState.load(directory)
