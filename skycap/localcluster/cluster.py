@@ -507,11 +507,13 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes
     _wait_for(state, "registry", 20)
     if state.nodes == "real":
         _publish_pause(state, bin_dir)
-    _wait_for(state, "apiserver", 60)
+    # Ready in about 8 s on a quiet machine; the bound is for one whose 2 cores are busy
+    # (seen: over 60 s at a load of 40 with several clusters starting at once).
+    _wait_for(state, "apiserver", 120)
     if not running["controller-manager"]:
         _start(state, "controller-manager", _argv(state, "controller-manager", bin_dir))
     if state.nodes == "real":
-        _wait_for(state, "kubelet", 60)
+        _wait_for(state, "kubelet", 120)
     else:
         _wait_for_simulated_node(state, 30)
     _say(f"local cluster ready in {time.monotonic() - started:.1f} s ({_describe(state)}; state in {state.path})")
@@ -603,7 +605,7 @@ def stop_part(state: ClusterState, part: str) -> None:
 
 
 def start_part(state: ClusterState, part: str, timeout: float) -> None:
-    """Start one stopped part again and wait up to `timeout` for it to be healthy (`up` allows 60 s)."""
+    """Start one stopped part again and wait up to `timeout` for it to be healthy (`up` allows 120 s)."""
     _start(state, part, _argv(state, part, ensure_binaries()))
     _wait_for(state, part, timeout)
 
