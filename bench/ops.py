@@ -81,8 +81,7 @@ def bench_logs(project: Path, kubeconfig: Path, stage: str, namespace: str, repe
             continue
         skycap_times.append(pair[0])
         raw_times.append(pair[1])
-    if lost:
-        print(f"logs: {lost} rounds lost to a log deleted under the bench")
+    print(f"logs: {len(skycap_times)} rounds measured, {lost} lost to a log deleted under the bench")
     if not skycap_times:
         print("logs: no round could be measured")
         return
