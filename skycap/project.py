@@ -155,11 +155,11 @@ def find_project(explicit: str | None = None, cwd: Path | None = None) -> Projec
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from skycap import yamlio  # libyaml: a 20-service stage file in 1 ms instead of 13
 
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        data = yamlio.load(path.read_text())
+    except yamlio.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise BadInput(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None

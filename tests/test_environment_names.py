@@ -107,3 +107,16 @@ def test_env_usage_errors_exit_2(args, message):
     ran = skycap("--project", str(ROOT), *args)
     assert ran.code == 2, ran.stderr
     assert message in ran.stderr
+
+
+def test_a_pool_may_name_its_frontend_through_the_balancer():
+    from skycap.lb.config import parse_load_balancer
+
+    block = {"kind": "haproxy", "api": "tcp://127.0.0.1:9999",
+             "pools": {"web": {"pool": "be_web", "frontend": "http://127.0.0.1:8081/"}, "api": {"pool": "be_api"}}}
+    pools = parse_load_balancer(Path("staging.yaml"), block).pools
+    assert (pools["web"].frontend, pools["api"].frontend) == ("http://127.0.0.1:8081/", None)
+    for bad in ("127.0.0.1:8081", "ftp://lb/", "http://", 8081, "http://[::1"):
+        block["pools"]["web"]["frontend"] = bad
+        with pytest.raises(BadInput, match="load_balancer.pools.web.frontend must be the URL"):
+            parse_load_balancer(Path("staging.yaml"), block)

@@ -381,3 +381,62 @@ def test_the_gc_cronjob_role_is_enough_for_gc(project, core_api, local_cluster):
 class _NoLog:
     def write(self, *_args):
         pass
+
+
+def test_create_and_status_print_the_url_through_the_load_balancer(project, core_api):
+    """The stage's pools may say where the balancer serves them (`frontend`); an environment, which
+    copies the block, is given its own pool and frontend with --set."""
+    project.edit_stage(lambda stage: stage.update(load_balancer={
+        "kind": "haproxy", "api": "tcp://127.0.0.1:9",  # nothing listens: env create and status do not need it
+        "pools": {"web": {"pool": "be_web", "frontend": "http://127.0.0.1:8081/"}}}))
+    node = project.commit("behind the balancer")
+    ran = project.run("env", "create", "pr-12", "--from", "test", f"rev={node}",
+                      "--set", "load_balancer.pools.web.pool=be_web_pr12",
+                      "--set", "load_balancer.pools.web.frontend=http://127.0.0.1:8112/")
+    assert ran.code == 0, ran.stderr
+    assert "web: http://127.0.0.1:8112/ (load balancer, pool be_web_pr12)" in ran.stderr
+    assert "8081" not in ran.stderr
+    status = project.run("status", "pr-12", "--output", "json")
+    assert status.code == 0, status.stderr
+    urls = json.loads(status.stdout)["environment"]["urls"]
+    assert {"service": "web", "url": "http://127.0.0.1:8112/", "via": "load_balancer", "pool": "be_web_pr12"} in urls
+    assert any(u["via"] == "nodeport" and u["service"] == "web" for u in urls)
+    text = project.run("status", "pr-12")
+    assert "web: http://127.0.0.1:8112/ (load balancer, pool be_web_pr12)" in text.stdout
+
+
+def test_an_environment_whose_stage_file_was_deleted_is_destroyed_by_name(project, core_api):
+    stages = project.root / "stages"
+    (stages / "preview.yaml").write_text((stages / "test.yaml").read_text())  # same namespace: the fixture cleans up
+    node = project.commit("preview")
+    assert project.run("env", "create", "pr-7", "--from", "preview", f"rev={node}").code == 0
+    (stages / "preview.yaml").unlink()
+    ran = project.run("env", "destroy", "pr-7")
+    assert ran.code == 0, ran.stderr
+    assert "made from stage preview, which has no file here any more" in ran.stderr
+    assert read_namespace(core_api, env_namespace(project, "pr-7")) is None
+    again = project.run("env", "destroy", "pr-7")
+    assert again.code == 2 and "unknown stage 'pr-7'" in again.stderr
+
+
+def test_with_vm_deploys_the_vm_services_to_the_env_hosts(project, core_api, fake_vms):
+    """--with-vm end to end: the Kubernetes services on the test cluster's node, the VM service over
+    real sshd on the hosts the stage names under env_hosts (and on no other)."""
+    from tests.test_deploy_vm import live_revision, with_vms
+
+    with_vms(project, fake_vms)
+    project.edit_stage(lambda stage: stage.update(env_hosts={"legacy-api": fake_vms.hosts[:2]}))
+    node = project.commit("an environment with its VM service", only=("web",))
+    ran = project.run("env", "create", "pr-vm", "--from", "test", f"rev={node}", "--with-vm")
+    assert ran.code == 0, ran.stderr
+    assert [live_revision(host) for host in fake_vms.vms[:2]] == [node, node]
+    assert not (fake_vms[2].path("app") / "current").exists()  # vm3 is the stage's, not the environment's
+    status = json.loads(project.run("status", "pr-vm", "--output", "json").stdout)
+    legacy = status["vm"]["legacy-api"]
+    assert legacy["in_step"] is True and [h["host"] for h in legacy["hosts"]] == fake_vms.hosts[:2]
+    history = json.loads(project.run("history", "pr-vm", "--output", "json").stdout)["releases"]
+    assert history[0]["status"] == "deployed" and list(history[0]["vm"]) == ["legacy-api"]
+    if real_node(core_api):
+        [url] = [line.split("web: ", 1)[1].strip() for line in ran.stderr.splitlines() if " web: http://" in line]
+        assert node[:12] in page_through_node_port(url, expect=node[:12])
+    assert project.run("env", "destroy", "pr-vm").code == 0

@@ -5,8 +5,10 @@ running commands in pods needs a real node: tests/test_ops_pods.py.)"""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.deployproject import make_project, run_while_locked
@@ -98,3 +100,75 @@ def test_restart_of_a_locked_stage_is_exit_3_and_changes_nothing(deployed, core_
 def test_restart_of_a_stage_never_deployed_is_bad_input(project):
     ran = project.run("restart", "test", "web")
     assert ran.code == 2 and "no deployed release" in ran.stderr
+
+
+def kubeconfig_variant(project, tmp_path, kubeconfig, change) -> Path:
+    """A copy of the test kubeconfig, changed, that the stage file names."""
+    data = yaml.safe_load(Path(kubeconfig).read_text())
+    change(data["clusters"][0]["cluster"], data["users"][0]["user"])
+    path = tmp_path / "variant.kubeconfig"
+    path.write_text(yaml.safe_dump(data))
+    project.edit_stage(lambda stage: stage["kubernetes"].update(kubeconfig=str(path)))
+    return path
+
+
+def test_logs_reads_the_cluster_through_a_kubeconfig_exec_plugin_too(project, tmp_path, kubeconfig):
+    """logs lists pods with plain HTTPS for a plain kubeconfig; one that needs a plugin goes through the
+    kubernetes client, which runs it."""
+    ran_marker = tmp_path / "plugin-ran"
+
+    def through_plugin(cluster, user):
+        plugin = tmp_path / "credential-plugin"
+        credential = {"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                      "status": {"token": user.pop("token")}}
+        plugin.write_text(f"#!/bin/sh\ntouch {ran_marker}\necho '{json.dumps(credential)}'\n")
+        plugin.chmod(0o700)
+        user["exec"] = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin)}
+
+    kubeconfig_variant(project, tmp_path, kubeconfig, through_plugin)
+    ran = project.run("logs", "test", "web")
+    assert ran.code == 2, ran.stderr
+    assert "has no running pod (its pods: none); stage test has no release yet" in ran.stderr
+    assert ran_marker.exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda cluster, user: cluster.update(server="https://127.0.0.1:1"),
+     "cannot reach the Kubernetes API (context skycap-local): connection refused"),
+    (lambda cluster, user: user.update(token="not-a-token"), "the Kubernetes API refused (list pods): 401"),
+])
+def test_logs_of_a_cluster_it_cannot_use_is_a_clear_error(project, tmp_path, kubeconfig, change, message):
+    kubeconfig_variant(project, tmp_path, kubeconfig, change)
+    ran = project.run("logs", "test", "web")
+    assert ran.code != 0 and message in ran.stderr, ran.stderr
+    assert "unexpected" not in ran.stderr
+
+
+@pytest.mark.parametrize(("user", "cluster", "plain"), [
+    ({"token": "t"}, {}, True),
+    ({"tokenFile": "token"}, {}, True),
+    ({"exec": {"command": "aws"}}, {}, False),
+    ({"auth-provider": {"name": "gcp"}}, {}, False),
+    ({"username": "u", "password": "p"}, {}, False),
+    ({"token": "t"}, {"proxy-url": "http://proxy:3128"}, False),
+    ({"token": "t"}, {"tls-server-name": "api"}, False),
+])
+def test_only_plain_kubeconfigs_are_read_without_the_client(tmp_path, user, cluster, plain):
+    from types import SimpleNamespace
+
+    from skycap.ops.rest import plain_endpoint
+
+    (tmp_path / "token").write_text("from-a-file\n")
+    config = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+              "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:6443/prefix",
+                                                       "insecure-skip-tls-verify": True, **cluster}}],
+              "users": [{"name": "u", "user": user}]}
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    stage = SimpleNamespace(kubeconfig=str(path), context=None, path=tmp_path / "stage.yaml")
+    endpoint = plain_endpoint(stage)
+    assert (endpoint is not None) == plain
+    if plain:
+        assert (endpoint.host, endpoint.port, endpoint.prefix) == ("127.0.0.1", 6443, "/prefix")
+        assert endpoint.token in ("t", "from-a-file")
+    assert plain_endpoint(SimpleNamespace(kubeconfig=str(path), context="nosuch", path=stage.path)) is None

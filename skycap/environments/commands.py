@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 import time
 
-from skycap.environments.lookup import Cluster, find_environment, project_clusters, read_definition
+from skycap.environments.lookup import (
+    Cluster,
+    find_environment,
+    find_orphaned_environment,
+    not_found,
+    project_clusters,
+    read_definition,
+)
 from skycap.environments.naming import check_name, human_duration, parse_duration, stage_name
 from skycap.environments.stored import (
     DEFINITION,
@@ -74,7 +81,8 @@ def create(run, name: str, source: str, rev: str, *, ttl: str = "8h", sets=(), r
         else:
             remove_failed(session, env)
         raise
-    show_urls(run.screen, service_urls(session.api, env.namespace))
+    for line in url_lines(url_rows(session.api, stage)):
+        run.screen.line(line)
     run.screen.ok(f"environment {name} is ready: skycap deploy {name} rev=...; skycap env destroy {name}")
     return code
 
@@ -125,15 +133,33 @@ def destroy(run, name: str, timeout: float = 120) -> int:
         raise BadInput(f"{name} is a stage (stages/{name}.yaml), not an environment: env destroy never deletes a "
                        f"stage", "skycap env list shows the environments")
     check_name(name)
-    stage = project.load_stage(name)
-    env = stage.environment
-    session = StageSession(run, stage)
+    env, cluster = environment_to_destroy(project, name)
+    run.log_for(env.stage_name)
+    if not project.has_stage_file(env.stage):
+        run.screen.warn(f"environment {name} was made from stage {env.stage}, which has no file here any more: "
+                        f"destroying it as its definition in namespace {env.namespace} says")
     run.screen.phase(f"destroy environment {name}: take its lock, delete namespace {env.namespace}, wait until gone")
     started = time.monotonic()
-    destroy_namespace(session.api, env.namespace, env.stage_name, timeout=timeout)
+    destroy_namespace(cluster.api, env.namespace, env.stage_name, timeout=timeout)
     run.screen.ok(f"environment {name} destroyed (namespace {env.namespace} gone in "
                   f"{time.monotonic() - started:.1f} s)")
     return 0
+
+
+def environment_to_destroy(project, name: str) -> tuple[Environment, Cluster]:
+    """Environment NAME and its cluster, from its definition in the cluster: its source stage's file is
+    not needed (it may have been deleted, or broken, since)."""
+    env, cluster, problems = find_environment(project, name)
+    if env is not None:
+        return env, cluster
+    orphans = find_orphaned_environment(project, name)
+    if len(orphans) > 1:
+        where = "; ".join(f"namespace {env.namespace} on {cluster.describe()}" for env, cluster in orphans)
+        raise BadInput(f"{len(orphans)} environments {name} were made from stages that have no file here any "
+                       f"more ({where})", "delete the right one with kubectl delete namespace NAME")
+    if orphans:
+        return orphans[0]
+    raise not_found(project, name, problems)
 
 
 def destroy_namespace(api, namespace: str, stage_name: str, *, lock=True, wait=True, timeout: float = 120) -> str:
@@ -502,21 +528,30 @@ def node_address(core) -> str | None:
     return None
 
 
-def show_urls(screen, urls: list[tuple[str, str]]) -> None:
-    for service, url in urls:
-        screen.line(f"    {service}: {url}")
+def url_rows(api, stage) -> list[dict]:
+    """Each Service port's URL through its NodePort, then each pool's through the load balancer, where
+    the stage file gives the pool a `frontend`."""
+    rows = [{"service": s, "url": u, "via": "nodeport"} for s, u in service_urls(api, stage.namespace)]
+    balancer = stage.load_balancer
+    rows += [{"service": spec.service, "url": spec.frontend, "via": "load_balancer", "pool": spec.pool}
+             for spec in (balancer.pools.values() if balancer else []) if spec.frontend]
+    return rows
+
+
+def url_lines(rows: list[dict]) -> list[str]:
+    return [f"    {row['service']}: {row['url']}"
+            + (f" (load balancer, pool {row['pool']})" if row.get("via") == "load_balancer" else "") for row in rows]
 
 
 def status_extra(session) -> dict:
     """What `skycap status` adds for an environment: where it came from, when it expires, its URLs."""
     env = session.stage.environment
     return {"name": env.name, "stage": env.stage, "owner": env.owner, "created": env.created,
-            "expires": env.expires, "expires_in": round(env.seconds_left),
-            "urls": [{"service": s, "url": u} for s, u in service_urls(session.api, env.namespace)]}
+            "expires": env.expires, "expires_in": round(env.seconds_left), "urls": url_rows(session.api, session.stage)}
 
 
 def print_environment(info: dict) -> None:
     print(f"environment {info['name']} from stage {info['stage']}, owner {info['owner']}, expires in "
           f"{human_duration(info['expires_in'])} ({info['expires']})")
-    for row in info["urls"]:
-        print(f"    {row['service']}: {row['url']}")
+    for line in url_lines(info["urls"]):
+        print(line)

@@ -66,9 +66,13 @@ def find_environment_stage(project, name: str):
         raise project.unknown_stage(name)
     env, cluster, problems = find_environment(project, name)
     if env is None:
-        note = f" (nor an environment; not looked up: {'; '.join(problems)})" if problems else ""
-        raise project.unknown_stage(name, note)
+        raise not_found(project, name, problems)
     return environment_stage(project, env)
+
+
+def not_found(project, name: str, problems: list[str]):
+    note = f" (nor an environment; not looked up: {'; '.join(problems)})" if problems else ""
+    return project.unknown_stage(name, note)
 
 
 def find_environment(project, name: str) -> tuple[Environment | None, Cluster | None, list[str]]:
@@ -116,3 +120,25 @@ def read_definition(api, namespace: str) -> Environment | None:
     if ENVIRONMENT_LABEL not in (config_map["metadata"].get("labels") or {}):
         return None
     return Environment.from_config_map(config_map.get("data") or {})
+
+
+def find_orphaned_environment(project, name: str) -> list[tuple[Environment, Cluster]]:
+    """Environment NAME when its source stage has no file here any more (so find_environment cannot
+    say where it is): the namespaces labelled as NAME on the clusters of the remaining stage files,
+    whose definition names NAME and a source stage without a file. A label listing per cluster."""
+    from kubernetes import client
+
+    from skycap.environments.naming import stage_name
+
+    found = []
+    for cluster in project_clusters(project)[0]:
+        try:
+            listed = json.loads(client.CoreV1Api(cluster.api).list_namespace(
+                label_selector=f"{ENVIRONMENT_LABEL}={stage_name(name)}", _preload_content=False).data)
+        except Exception:  # noqa: BLE001 - unreachable, or no right to list namespaces: find_environment said so
+            continue
+        for item in listed.get("items", []):
+            env = read_definition(cluster.api, item["metadata"]["name"])
+            if env is not None and env.name == name and not project.has_stage_file(env.stage):
+                found.append((env, cluster))
+    return found

@@ -13,7 +13,7 @@ from skycap.errors import BadInput
 
 KEYS = {"kind", "api", "credentials", "partition", "members", "drain_seconds", "create_pools", "pools",
         "empty_grace_seconds", "resync_seconds", "ca_file"}
-POOL_KEYS = {"pool", "port"}
+POOL_KEYS = {"pool", "port", "frontend"}
 KINDS = ("haproxy", "f5")
 MEMBER_MODES = ("nodeport", "pods")
 POOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,127}$")
@@ -25,6 +25,7 @@ class PoolSpec:
     service: str            # the Kubernetes Service, in the stage's namespace
     pool: str               # the HAProxy backend or F5 pool
     port: str | int | None  # the Service port, by name or number; None: its only port
+    frontend: str | None = None  # where clients reach the pool through the balancer (optional; printed only)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def _pools(path: Path, data: Any) -> dict[str, PoolSpec]:
             raise BadInput(f"{path}: {where} must be a mapping like {{pool: be_web, port: http}}")
         unknown = sorted(set(block) - POOL_KEYS)
         if unknown:
-            raise BadInput(f"{path}: unknown key {where}.{unknown[0]}", "allowed here: pool, port")
+            raise BadInput(f"{path}: unknown key {where}.{unknown[0]}", "allowed here: pool, port, frontend")
         pool = block.get("pool")
         if not isinstance(pool, str) or not POOL_NAME_RE.match(pool):
             raise BadInput(f"{path}: {where}.pool must name the pool (letters, digits, _ . : -), not {pool!r}")
@@ -163,5 +164,20 @@ def _pools(path: Path, data: Any) -> dict[str, PoolSpec]:
         port = block.get("port")
         if port is not None and (isinstance(port, bool) or not isinstance(port, (str, int))):
             raise BadInput(f"{path}: {where}.port must be the Service port's name or number, not {port!r}")
-        pools[service] = PoolSpec(service=service, pool=pool, port=port)
+        pools[service] = PoolSpec(service=service, pool=pool, port=port,
+                                  frontend=_frontend(path, where, block.get("frontend")))
     return pools
+
+
+def _frontend(path: Path, where: str, value: Any) -> str | None:
+    """The balancer's address for the pool, as clients use it: an http(s) URL."""
+    if value is None:
+        return None
+    try:
+        url = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # an unbalanced [ in the host, say
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        raise BadInput(f"{path}: {where}.frontend must be the URL clients reach the pool at through the "
+                       f"balancer, not {value!r}", "like: frontend: http://lb.example.com:8081/")
+    return value

@@ -37,12 +37,11 @@ def selector(stage, service: str) -> str:
 
 def list_pods(session, service: str) -> list[dict]:
     """The service's pods, as the API returns them (plain dicts), sorted by name."""
-    from kubernetes import client
+    from skycap.ops.rest import api_get_json
 
-    core = client.CoreV1Api(session.api)
-    response = call_api(session, "list pods", core.list_namespaced_pod, session.stage.namespace,
-                        label_selector=selector(session.stage, service), _preload_content=False)
-    return sorted(json.loads(response.data)["items"], key=lambda pod: pod["metadata"]["name"])
+    pods = api_get_json(session, "list pods", f"/api/v1/namespaces/{session.stage.namespace}/pods",
+                        {"labelSelector": selector(session.stage, service)})
+    return sorted(pods["items"], key=lambda pod: pod["metadata"]["name"])
 
 
 def short_name(pod: dict, service: str) -> str:
