@@ -139,6 +139,24 @@ def _second_cluster(tmp_path, monkeypatch, nodes="real"):
     return cluster.up(ports=ports, directory=tmp_path, nodes=nodes)
 
 
+def _pod_namespaces_inside(holder: int) -> list[str]:
+    """The pods' network namespaces, as seen inside the node's mount namespace."""
+    listed = subprocess.run(["nsenter", f"--target={holder}", "--mount", "--", "ls", "/run/netns"],
+                            capture_output=True, text=True, check=True)
+    return [name for name in listed.stdout.split() if name.startswith("cni-")]
+
+
+def _processes_in(mount_namespace: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.readlink(f"/proc/{name}/ns/mnt") == mount_namespace:
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
 def _traces(state):
     """What of this cluster's node is left on the machine."""
     from skycap.localcluster import network, node
@@ -171,15 +189,18 @@ def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and
         assert again.pids["containerd"] != state.pids["containerd"]
         kubectl(again, "scale", "deployment/pause", "--replicas=2")
         kubectl(again, "rollout", "status", "deployment/pause", "--timeout=60s")
-        pod_netns = node._pod_namespaces(again.link)
+        holder = again.pids["node-mounts"]
+        pod_netns = _pod_namespaces_inside(holder)
         assert len(pod_netns) >= 2
+        assert not node._pod_namespaces(again.link), "the pods' namespaces are the node's own, not the host's"
+        node_mounts = os.readlink(f"/proc/{holder}/ns/mnt")
 
         stopped = cluster.down(directory=tmp_path)
         assert set(stopped) == set(again.parts)
         traces = _traces(again)
         assert traces == {"processes": [], "containers and shims": [], "netns": False, "veth": False,
                           "mounts": []}
-        assert not [path for path in pod_netns if path.exists()]
+        assert not _processes_in(node_mounts), "the node's mount namespace, with the pods' network ones, is gone"
 
         # A reboot: every process gone, /run emptied, the namespace gone; up makes it all again.
         state = cluster.up(directory=tmp_path)
@@ -189,6 +210,7 @@ def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and
         node_pids = _traces(state)["containers and shims"]
         for pid in node_pids:
             os.kill(pid, 9)
+        wait_for(lambda: not _traces(state)["processes"], timeout=10)  # SIGKILL takes a moment
         from skycap.localcluster import network
 
         node.remove_runtime_state(state.node_paths)

@@ -30,7 +30,7 @@ DEFAULT_PORTS = {"etcd": 12379, "etcd_peer": 12380, "apiserver": 16443, "registr
 CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager")
 # In start order; `down` stops them in reverse. The link-* parts forward the apiserver and the
 # registry from loopback to the host's end of the node's link, where the node reaches them.
-REAL_NODE = ("link-apiserver", "link-registry", "scheduler", "containerd", "kubelet", "kube-proxy")
+REAL_NODE = ("link-apiserver", "link-registry", "scheduler", "node-mounts", "containerd", "kubelet", "kube-proxy")
 SIMULATED_NODE = ("simulator",)
 NODE_MODES = ("real", "simulated")
 PARTS = CONTROL_PLANE + REAL_NODE
@@ -389,11 +389,13 @@ def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
     node_server = f"https://{link.host_address}:{p['apiserver']}"
     if part == "scheduler":
         return node.scheduler_argv(bin_dir, _component_kubeconfig(state, "scheduler", state.server))
+    if part == "node-mounts":
+        return node.mounts_holder_argv(state.node_paths)
     if part == "containerd":
-        return node.containerd_argv(state.node_paths, link)
+        return node.in_node_mounts(state.pids["node-mounts"], node.containerd_argv(state.node_paths, link))
     if part == "kubelet":
-        return node.kubelet_argv(state.node_paths, link, bin_dir,
-                                 _component_kubeconfig(state, "kubelet", node_server))
+        return node.in_node_mounts(state.pids["node-mounts"], node.kubelet_argv(
+            state.node_paths, link, bin_dir, _component_kubeconfig(state, "kubelet", node_server)))
     if part == "kube-proxy":
         return node.kube_proxy_argv(link, bin_dir, _component_kubeconfig(state, "kube-proxy", node_server))
     raise ValueError(part)
@@ -429,6 +431,8 @@ def _health(state: ClusterState, part: str) -> bool:
         return _http_ok(checks[part], state)
     if part == "kubelet":
         return _alive_part(state, part) and node_ready(state) is True
+    if part == "node-mounts":
+        return _alive_part(state, part) and node.mounts_ready(state.pids[part])
     return _alive_part(state, part)
 
 
@@ -500,9 +504,13 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes
     # The node's parts and the simulator wait for the apiserver themselves, so their start overlaps
     # the apiserver's; the controller-manager gives up after 10 s without one, so it starts once that
     # answers.
+    if state.nodes == "real" and not running["node-mounts"]:
+        _leave_old_mounts(state, running)
     for part in state.parts:
         if part not in ("etcd", "registry", "controller-manager") and not running[part]:
             _start(state, part, _argv(state, part, bin_dir))
+            if part == "node-mounts":
+                _wait_for(state, part, 10)
     _wait_for(state, "etcd", 20)
     _wait_for(state, "registry", 20)
     if state.nodes == "real":
@@ -518,6 +526,15 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes
         _wait_for_simulated_node(state, 30)
     _say(f"local cluster ready in {time.monotonic() - started:.1f} s ({_describe(state)}; state in {state.path})")
     return state
+
+
+def _leave_old_mounts(state: ClusterState, running: dict[str, bool]) -> None:
+    """A node whose mount namespace is gone: containerd and kubelet, if they still run, are in the
+    old one; they are started again in the new one."""
+    for part in ("kubelet", "containerd"):
+        if running[part]:
+            _stop_pid(state.pids[part], state.commands.get(part, ""))
+            running[part] = False
 
 
 def _describe(state: ClusterState) -> str:

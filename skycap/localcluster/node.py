@@ -55,6 +55,14 @@ class Paths:
     def runc_root(self) -> Path:
         return self.run / "runc"
 
+    @property
+    def pod_logs(self) -> Path:
+        return self.dir / "logs" / "pods"
+
+    @property
+    def container_logs(self) -> Path:
+        return self.dir / "logs" / "containers"
+
 
 def check_machine() -> None:
     """Everything a real node needs from this machine, said in one message when anything is missing."""
@@ -67,8 +75,8 @@ def check_machine() -> None:
     for bit, name in ((12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")):
         if caps is not None and not caps & (1 << bit):
             problems.append(f"this process lacks {name}")
-    programs = {"containerd": "containerd", "runc": "runc", "nsenter": "util-linux", "ip": "iproute2",
-                "iptables": "iptables", "conntrack": "conntrack", "socat": "socat"}
+    programs = {"containerd": "containerd", "runc": "runc", "nsenter": "util-linux", "unshare": "util-linux",
+                "ip": "iproute2", "iptables": "iptables", "conntrack": "conntrack", "socat": "socat"}
     missing = sorted({package for program, package in programs.items() if not _which(program)})
     missing += ["containernetworking-plugins"] if not all((CNI_BIN_DIR / p).exists() for p in CNI_PLUGINS) else []
     if missing:
@@ -208,6 +216,41 @@ def kubeconfig(path: Path, server: str, ca: Path, token: str, user: str) -> Path
 
 def containerd_argv(paths: Paths, link: Link) -> list[str]:
     return link.in_node([_which("containerd") or "containerd", "--config", str(paths.containerd_config)])
+
+
+# kubelet 1.20 keeps pod logs in /var/log/pods, a path it does not let one change, and every minute
+# deletes the folders there of pods it does not know: on a machine with two local clusters, each
+# would delete the other's logs. So the node gets a mount namespace of its own, held by this process,
+# where the node's own log folders are mounted on /var/log/pods and /var/log/containers; containerd
+# and kubelet join it (containerd writes the logs, kubelet reads and cleans them; both must also see
+# the volumes kubelet mounts for pods). The namespace and every mount in it go when the last of its
+# processes ends: --kill-child ends the holder's sleep with it.
+MOUNTS_HOLDER = """\
+mkdir -p "$1" "$2" /var/log/pods /var/log/containers
+mount --bind "$1" /var/log/pods && mount --bind "$2" /var/log/containers && exec sleep infinity
+"""
+
+
+def mounts_holder_argv(paths: Paths) -> list[str]:
+    return ["unshare", "--mount", "--propagation", "private", "--fork", "--kill-child", "--",
+            "sh", "-c", MOUNTS_HOLDER, "skycap-node-mounts", str(paths.pod_logs), str(paths.container_logs)]
+
+
+def mounts_ready(holder_pid: int) -> bool:
+    """The holder's namespace is made and the node's log folders are mounted in it."""
+    try:
+        mounts = Path(f"/proc/{holder_pid}/mountinfo").read_text().splitlines()
+        own = os.readlink(f"/proc/{holder_pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return False
+    points = {line.split()[4] for line in mounts}
+    return own and {"/var/log/pods", "/var/log/containers"} <= points
+
+
+def in_node_mounts(holder_pid: int, argv: list[str]) -> list[str]:
+    """argv (already wrapped by Link.in_node) also joining the node's mount namespace."""
+    assert argv[0] == "nsenter"
+    return ["nsenter", f"--target={holder_pid}", "--mount", *argv[1:]]
 
 
 def kubelet_argv(paths: Paths, link: Link, bin_dir: Path, kubelet_kubeconfig: Path) -> list[str]:
