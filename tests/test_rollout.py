@@ -128,6 +128,32 @@ def test_image_pull_back_off_dooms_a_pod_once_it_persists():
                                                "created: unauthorized)")
 
 
+def test_pods_without_a_readiness_probe_count_once_seen_ready_for_a_while():
+    d = dep()
+    new = rs(d, "2", available=2)
+    pods = [pod("web-a", new, ready=True), pod("web-b", new, ready=True)]
+    settle = timedelta(seconds=rules.PROBELESS_SETTLE_SECONDS)
+    just_ready = rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
+    assert (just_ready.state, just_ready.pods) == ("waiting", ["web-a", "web-b"])
+    assert just_ready.reason == f"2 pods without a readiness probe: not yet seen Ready for {settle.seconds} s"
+    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
+    for probed in pods:
+        probed["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8080}}
+    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
+
+
+def test_a_pod_that_stops_being_ready_starts_its_settling_again():
+    view = rules.View.of(pod("p", ready=True), seen=NOW - timedelta(seconds=10))
+    assert rules.pod(view.get("Pod", "p"), view, NOW).state == "succeeded"
+    view.set("Pod", pod("p", ready=False, restarts=1), seen=NOW - timedelta(seconds=2))
+    view.set("Pod", pod("p", ready=True, restarts=1), seen=NOW - timedelta(seconds=1))
+    status = rules.pod(view.get("Pod", "p"), view, NOW)
+    assert (status.state, status.reason) == ("waiting", "pod p without a readiness probe: not yet seen Ready for "
+                                                        f"{rules.PROBELESS_SETTLE_SECONDS:g} s")
+    view.replace("Pod", [], seen=NOW)
+    assert view.ready_since == {}
+
+
 def test_job_pods_may_fail_and_be_retried():
     assert rules.pod_problem(pod("p", phase="Failed", reason="Error"), NOW, job=True) == ""
 
@@ -296,6 +322,23 @@ def test_crash_loop_fails(deploy):
     assert outcome.state == "failed"
     assert "CrashLoopBackOff (restarted" in outcome.reason
     assert any("BackOff" in event for event in outcome.events)
+
+
+# No readiness probe: Ready the moment the container runs.
+PROBELESS = {"readinessProbe": None}
+
+
+def test_a_container_without_a_readiness_probe_that_exits_a_second_after_it_starts_fails(deploy):
+    command = ["sh", "-c", "echo working; sleep 1; echo giving up; exit 3"]
+    result, _ = deploy("brief", timeout=90, container={**PROBELESS, "command": command})
+    outcome = only(result)
+    assert outcome.state == "failed", outcome
+    assert "CrashLoopBackOff (restarted" in outcome.reason and "last exit 3, Error" in outcome.reason
+
+
+def test_a_healthy_container_without_a_readiness_probe_succeeds(deploy):
+    result, _ = deploy("calm", replicas=2, container=PROBELESS)
+    assert result.succeeded and only(result).ready == 2
 
 
 def test_never_ready_times_out(deploy):
