@@ -25,7 +25,10 @@ TICK_SECONDS = 0.25  # re-check the clock (deadline, cancel, pull grace) at leas
 # is left out of the report rather than holding up the verdict.
 EVIDENCE_WORKERS = 8
 EVIDENCE_SECONDS = 3.0  # the old per-read timeout: a loaded API server and kubelet answer slowly
-EVENT_RETRY_SECONDS = 0.2  # the kubelet writes its event just after the pod status that told us
+# The kubelet writes its event just after the pod status that told us: the events are read again, this
+# often for at most this long, until each failed object has a warning.
+EVENT_RETRY_SECONDS = 0.2
+EVENT_LAG_SECONDS = 1.0
 LOG_LINES = 25
 MAX_EVENTS = 10
 ROUTINE_EVENTS = frozenset({"Scheduled", "Pulling", "Pulled", "Created", "Started", "SuccessfulCreate",
@@ -186,10 +189,11 @@ def in_parallel(calls: list[Callable[[], object]], until: float) -> list:
 def events_in_time(core, namespace: str, since: datetime, must_have: list[set[tuple[str, str]]],
                    until: float) -> list[dict]:
     """The namespace's events since `since`, read again (briefly) until each failed object has a warning."""
+    give_up = min(until, time.monotonic() + EVENT_LAG_SECONDS)
     while True:
         events = list_events(core, namespace, since, until)
         if all(event_lines(events, names) for names in must_have) or \
-                time.monotonic() + EVENT_RETRY_SECONDS >= until:
+                time.monotonic() + EVENT_RETRY_SECONDS >= give_up:
             return events
         time.sleep(EVENT_RETRY_SECONDS)
 

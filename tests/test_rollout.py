@@ -225,6 +225,21 @@ def test_event_lines_keep_warnings_of_related_objects_counted():
     assert lines == ["Pod web-a Failed: not found (x2)", "Pod web-a BackOff: b"]
 
 
+def test_evidence_reads_run_side_by_side_and_those_not_back_in_time_are_left_out():
+    blocked, started = threading.Event(), []
+
+    def hangs():
+        started.append("hangs")
+        blocked.wait(30)
+        return "too late"
+
+    try:
+        results = rollout.in_parallel([hangs, lambda: "quick", lambda: "also quick"], time.monotonic() + 0.5)
+    finally:
+        blocked.set()
+    assert results == [None, "quick", "also quick"] and started == ["hangs"]
+
+
 def test_render_progress_on_a_terminal_and_elsewhere():
     outcomes = [Outcome("web", "Deployment", "web", "waiting", "1 of 2 updated replicas available", 2, 2, 1),
                 Outcome("web", "Service", "web", "waiting", "no ready endpoints yet"),
