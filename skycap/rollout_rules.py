@@ -254,8 +254,11 @@ def deployment(dep: dict, view: View, now: datetime) -> Status:
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return Status(FAILED, f"ProgressDeadlineExceeded: {progressing.get('message', '')}".rstrip(": "),
                       pods=not_ready(pods), **counts)
+    # One doomed pod of the new revision dooms the rollout: its siblings run the same image and configuration.
+    # Waiting for all of them let a crashing worker (Ready for an instant, so the controller surged on)
+    # keep the verdict waiting for pods that had yet to start.
     doomed = problems(pods, now)
-    if pods and len(doomed) == len(pods):
+    if doomed:
         return Status(FAILED, summarize(doomed, len(pods), "new pods"), pods=list(doomed), **counts)
     if updated < desired:
         return Status(WAITING, f"{updated} of {desired} new replicas updated", pods=not_ready(pods), **counts)
