@@ -8,6 +8,7 @@ tails) and words the progress lines and the failure report.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -19,9 +20,14 @@ from skycap import rollout_rules as rules
 SUCCEEDED, FAILED, WAITING, TIMEOUT = rules.SUCCEEDED, rules.FAILED, rules.WAITING, rules.TIMEOUT
 TERMINAL = (SUCCEEDED, FAILED, TIMEOUT)
 TICK_SECONDS = 0.25  # re-check the clock (deadline, cancel, pull grace) at least this often; no API call
-# Once one target has failed the deploy has failed; the others get this long to finish or fail
-# too (so the report names every broken service) before we stop waiting for them.
-SETTLE_SECONDS = 3.0
+# Once one target has failed the deploy has failed: the verdict comes then, with the evidence (events,
+# log tails) read side by side in this many threads for at most this long; what is not back by then
+# is left out of the report rather than holding up the verdict.
+EVIDENCE_WORKERS = 8
+EVIDENCE_SECONDS = 3.0  # the old per-read timeout: a loaded API server and kubelet answer slowly
+# The kubelet writes its event just after the pod status that told us: the events are read again, this
+# often for at most this long, until each failed object has a warning.
+EVENT_RETRY_SECONDS = 0.2
 EVENT_LAG_SECONDS = 1.0
 LOG_LINES = 25
 MAX_EVENTS = 10
@@ -82,7 +88,6 @@ def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeo
     feed.start()
     statuses = [rules.Status(WAITING, "waiting for the first list from the API server") for _ in targets]
     outcomes = [to_outcome(t, s) for t, s in zip(targets, statuses)]
-    first_failure = None
     try:
         while True:
             if (cancel is not None and cancel.is_set()) or (lock_lost is not None and lock_lost()):
@@ -97,13 +102,10 @@ def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeo
                 if latest != outcomes and on_change:
                     on_change(latest)
                 outcomes = latest
-            if all(o.state in TERMINAL for o in outcomes):
+            # A failed target is a failed deploy: waiting for the others would only delay the verdict.
+            if all(o.state in TERMINAL for o in outcomes) or any(o.state == FAILED for o in outcomes):
                 break
             clock = time.monotonic()
-            if first_failure is None and any(o.state == FAILED for o in outcomes):
-                first_failure = clock
-            if first_failure is not None and clock >= first_failure + SETTLE_SECONDS:
-                break
             if clock >= deadline:
                 unseen = "" if feed.ready else f"no answer from the API server ({describe(feed.errors)})"
                 outcomes = [o if o.state in TERMINAL else replace(o, state=TIMEOUT, reason=unseen or o.reason)
@@ -136,29 +138,71 @@ def to_outcome(target: Target, status: rules.Status) -> Outcome:
 
 def add_evidence(api_client, namespace: str, outcomes: list[Outcome], pods: list[list[str]], view: rules.View,
                  since: datetime) -> None:
-    """Fill in the events and log tails of the failed and timed-out outcomes (in place)."""
+    """Fill in the events and log tails of the failed and timed-out outcomes (in place): every read side by
+    side, all of them within EVIDENCE_SECONDS."""
     troubled = [(o, names) for o, names in zip(outcomes, pods) if o.state in (FAILED, TIMEOUT)]
     if not troubled:
         return
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
-    for attempt in range(2):
-        events = list_events(core, namespace, since)
-        for outcome, _ in troubled:
-            outcome.events = event_lines(events, rules.related_names(outcome.kind, outcome.name, view))
-        if attempt or all(o.events for o, _ in troubled if o.state == FAILED):
-            break
-        # The kubelet writes its event just after the pod status that told us; give it a moment.
-        time.sleep(EVENT_LAG_SECONDS)
-    for outcome, names in troubled:
-        outcome.logs = log_tails(core, namespace, names[:1], view)  # one pod's logs tell the story
+    until = time.monotonic() + EVIDENCE_SECONDS
+    related = [rules.related_names(o.kind, o.name, view) for o, _ in troubled]
+    must_have = [names for (o, _), names in zip(troubled, related) if o.state == FAILED]
+    reads = [(o, key, pod, container, previous) for o, names in troubled
+             for key, pod, container, previous in log_reads(names[:1], view)]  # one pod's logs tell the story
+    results = in_parallel([lambda: events_in_time(core, namespace, since, must_have, until)]
+                          + [lambda r=r: read_log(core, namespace, *r[2:], until=until) for r in reads], until)
+    events = results[0] or []
+    for (outcome, _), names in zip(troubled, related):
+        outcome.events = event_lines(events, names)
+    for (outcome, key, *_), tail in zip(reads, results[1:]):
+        if tail:
+            outcome.logs[key] = tail
 
 
-def list_events(core, namespace: str, since: datetime) -> list[dict]:
-    """Events of the namespace from `since` on, oldest first; none if they cannot be read."""
+def in_parallel(calls: list[Callable[[], object]], until: float) -> list:
+    """The calls' results in order, run EVIDENCE_WORKERS at a time; None for each not back by `until`.
+    The threads are daemons: one still waiting on the network never holds up the process's exit."""
+    results: list = [None] * len(calls)
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for item in enumerate(calls):
+        pending.put(item)
+
+    def work() -> None:
+        while time.monotonic() < until:
+            try:
+                index, call = pending.get_nowait()
+            except queue.Empty:
+                return
+            results[index] = call()
+
+    workers = [threading.Thread(target=work, name="rollout-evidence", daemon=True)
+               for _ in range(min(EVIDENCE_WORKERS, len(calls)))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(until - time.monotonic(), 0))
+    return list(results)
+
+
+def events_in_time(core, namespace: str, since: datetime, must_have: list[set[tuple[str, str]]],
+                   until: float) -> list[dict]:
+    """The namespace's events since `since`, read again (briefly) until each failed object has a warning."""
+    give_up = min(until, time.monotonic() + EVENT_LAG_SECONDS)
+    while True:
+        events = list_events(core, namespace, since, until)
+        if all(event_lines(events, names) for names in must_have) or \
+                time.monotonic() + EVENT_RETRY_SECONDS >= give_up:
+            return events
+        time.sleep(EVENT_RETRY_SECONDS)
+
+
+def list_events(core, namespace: str, since: datetime, until: float) -> list[dict]:
+    """Events of the namespace from `since` on, oldest first; none if they cannot be read by `until`."""
     try:
-        response = core.list_namespaced_event(namespace, _preload_content=False, _request_timeout=5)
+        response = core.list_namespaced_event(namespace, _preload_content=False,
+                                              _request_timeout=remaining(until))
         items = json.loads(response.data).get("items") or []
     except Exception:  # noqa: BLE001 - the report is still useful without events
         return []
@@ -166,6 +210,10 @@ def list_events(core, namespace: str, since: datetime) -> list[dict]:
     start = as_utc(since).replace(microsecond=0)
     dated = [(event_time(e), e) for e in items]
     return [e for t, e in sorted(dated, key=lambda pair: pair[0] or start) if t is None or t >= start]
+
+
+def remaining(until: float) -> float:
+    return max(until - time.monotonic(), 0.05)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -194,28 +242,24 @@ def event_lines(events: list[dict], related: set[tuple[str, str]]) -> list[str]:
     return lines[-MAX_EVENTS:]
 
 
-def log_tails(core, namespace: str, pods: list[str], view: rules.View) -> dict[str, list[str]]:
-    """The last lines of each container of these pods: of the instance that ended before (when it
-    restarted) and of the current one; skipped where the kubelet cannot be reached."""
-    tails: dict[str, list[str]] = {}
+def log_reads(pods: list[str], view: rules.View) -> list[tuple[str, str, str, bool]]:
+    """(report key, pod, container, previous?) of each log tail worth reading: of every container of these
+    pods, the current instance's, and the one that ended before when it restarted."""
+    reads = []
     for name in pods:
         pod = view.get("Pod", name) or {}
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             key = f"{name}/{cs['name']}"
             if cs.get("restartCount", 0) > 0:
-                previous = read_log(core, namespace, name, cs["name"], previous=True)
-                if previous:
-                    tails[f"{key} (previous instance)"] = previous
-            current = read_log(core, namespace, name, cs["name"], previous=False)
-            if current:
-                tails[key] = current
-    return tails
+                reads.append((f"{key} (previous instance)", name, cs["name"], True))
+            reads.append((key, name, cs["name"], False))
+    return reads
 
 
-def read_log(core, namespace: str, pod: str, container: str, previous: bool) -> list[str]:
+def read_log(core, namespace: str, pod: str, container: str, previous: bool, until: float) -> list[str]:
     try:
         text = core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=LOG_LINES,
-                                            previous=previous, _request_timeout=3)
+                                            previous=previous, _request_timeout=remaining(until))
     except Exception:  # noqa: BLE001 - no kubelet, container never started, log rotated: no tail
         return []
     return text.splitlines()[-LOG_LINES:] if isinstance(text, str) else []

@@ -8,7 +8,7 @@ rule is a pure function, tested with plain dicts. The deadlines and retries live
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable
 
 SUCCEEDED, FAILED, WAITING, TIMEOUT = "succeeded", "failed", "waiting", "timeout"
@@ -18,6 +18,12 @@ REVISION = "deployment.kubernetes.io/revision"
 MISSING_IMAGE = ("not found", "manifest unknown", "pull access denied")
 # Any other pull error (auth, network) gets this long, counted from the pod's creation, to clear up.
 PULL_GRACE_SECONDS = 60
+# A container without a readiness probe is Ready the moment it runs, so one that crashes an instant
+# after it starts looks Ready first. A pod with such a container counts as ready only once the watch
+# has seen it Ready this long without a break (Kubernetes' minReadySeconds, for probe-less pods only).
+# The kubelet notices a container's start and its exit on its 1 s relist, so a container that dies
+# about 1 s after it starts can look Ready for up to about 2 s.
+PROBELESS_SETTLE_SECONDS = 3.0
 
 
 @dataclass
@@ -40,25 +46,49 @@ class View:
     def __init__(self, objects: dict[str, dict[str, dict]] | None = None):
         self.objects = objects if objects is not None else {}
         self._owned: dict[str, dict[str | None, list[dict]]] = {}  # kind -> controller uid -> objects
+        # pod uid -> when this view first saw the pod Ready, unbroken since (our clock, not the node's)
+        self.ready_since: dict[str, datetime] = {}
 
     @classmethod
-    def of(cls, *objs: dict) -> "View":
+    def of(cls, *objs: dict, seen: datetime | None = None) -> "View":
         view = cls()
         for obj in objs:
-            view.set(obj["kind"], obj)
+            view.set(obj["kind"], obj, seen)
         return view
 
-    def set(self, kind: str, obj: dict) -> None:
+    def set(self, kind: str, obj: dict, seen: datetime | None = None) -> None:
+        """Store the object as seen at `seen` (now unless said)."""
         self.objects.setdefault(kind, {})[obj["metadata"]["name"]] = obj
         self._owned.pop(kind, None)
+        if kind == "Pod":
+            self._note_readiness(obj, seen or datetime.now(timezone.utc))
 
     def drop(self, kind: str, name: str) -> None:
-        self.objects.get(kind, {}).pop(name, None)
+        gone = self.objects.get(kind, {}).pop(name, None)
         self._owned.pop(kind, None)
+        if gone is not None:
+            self.ready_since.pop(gone["metadata"].get("uid"), None)
 
-    def replace(self, kind: str, objs: list[dict]) -> None:
+    def replace(self, kind: str, objs: list[dict], seen: datetime | None = None) -> None:
         self.objects[kind] = {obj["metadata"]["name"]: obj for obj in objs}
         self._owned.pop(kind, None)
+        if kind == "Pod":
+            listed = {obj["metadata"].get("uid") for obj in objs}
+            self.ready_since = {uid: t for uid, t in self.ready_since.items() if uid in listed}
+            for obj in objs:
+                self._note_readiness(obj, seen or datetime.now(timezone.utc))
+
+    def _note_readiness(self, pod: dict, seen: datetime) -> None:
+        uid = pod["metadata"].get("uid")
+        if pod_ready(pod):
+            self.ready_since.setdefault(uid, seen)
+        else:
+            self.ready_since.pop(uid, None)
+
+    def ready_for(self, pod: dict, now: datetime) -> float:
+        """Seconds this view has seen the pod Ready without a break; 0 if it is not Ready."""
+        since = self.ready_since.get(pod["metadata"].get("uid"))
+        return (now - since).total_seconds() if since and pod_ready(pod) else 0.0
 
     def get(self, kind: str, name: str) -> dict | None:
         return self.objects.get(kind, {}).get(name)
@@ -110,6 +140,25 @@ def live(pods: list[dict]) -> list[dict]:
 def pod_ready(pod: dict) -> bool:
     cond = condition(pod, "Ready")
     return bool(cond and cond.get("status") == "True")
+
+
+def probeless(pod: dict) -> bool:
+    """Has the pod a container that is Ready as soon as it runs (no readiness probe)?"""
+    return any(not c.get("readinessProbe") for c in (pod.get("spec") or {}).get("containers") or [])
+
+
+def unsettled(pods: list[dict], view: View, now: datetime) -> list[str]:
+    """The pods, among those that should run, with a container without a readiness probe that have not
+    yet been seen Ready for PROBELESS_SETTLE_SECONDS."""
+    return sorted(p["metadata"]["name"] for p in pods
+                  if probeless(p) and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                  and view.ready_for(p, now) < PROBELESS_SETTLE_SECONDS)
+
+
+def settling(names: list[str]) -> str:
+    """Why we still wait for these (unsettled) pods, in words."""
+    who = f"pod {names[0]}" if len(names) == 1 else f"{len(names)} pods"
+    return f"{who} without a readiness probe: not yet seen Ready for {PROBELESS_SETTLE_SECONDS:g} s"
 
 
 def plural(count: int, word: str) -> str:
@@ -205,8 +254,11 @@ def deployment(dep: dict, view: View, now: datetime) -> Status:
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return Status(FAILED, f"ProgressDeadlineExceeded: {progressing.get('message', '')}".rstrip(": "),
                       pods=not_ready(pods), **counts)
+    # One doomed pod of the new revision dooms the rollout: its siblings run the same image and configuration.
+    # Waiting for all of them let a crashing worker (Ready for an instant, so the controller surged on)
+    # keep the verdict waiting for pods that had yet to start.
     doomed = problems(pods, now)
-    if pods and len(doomed) == len(pods):
+    if doomed:
         return Status(FAILED, summarize(doomed, len(pods), "new pods"), pods=list(doomed), **counts)
     if updated < desired:
         return Status(WAITING, f"{updated} of {desired} new replicas updated", pods=not_ready(pods), **counts)
@@ -215,6 +267,9 @@ def deployment(dep: dict, view: View, now: datetime) -> Status:
     if available < updated:
         return Status(WAITING, f"{available} of {updated} updated replicas available", pods=not_ready(pods),
                       **counts)
+    young = unsettled(pods, view, now)
+    if young:
+        return Status(WAITING, settling(young), pods=young, **counts)
     return Status(SUCCEEDED, plural(available, "replica") + " available", **counts)
 
 
@@ -252,6 +307,9 @@ def stateful_set(sts: dict, view: View, now: datetime) -> Status:
         return Status(FAILED, summarize(doomed, len(pods), "updated pods"), pods=list(doomed), **counts)
     if ready < desired:
         return Status(WAITING, f"{ready} of {desired} pods ready", pods=not_ready(pods), **counts)
+    young = unsettled(pods, view, now)
+    if young:
+        return Status(WAITING, settling(young), pods=young, **counts)
     strategy = spec.get("updateStrategy") or {}
     if strategy.get("type") == "OnDelete":
         return Status(SUCCEEDED, f"{plural(ready, 'pod')} ready (OnDelete: pods update when deleted)", **counts)
@@ -283,6 +341,9 @@ def daemon_set(ds: dict, view: View, now: datetime) -> Status:
         return Status(WAITING, f"{updated} of {desired} updated pods scheduled", pods=not_ready(pods), **counts)
     if available < desired:
         return Status(WAITING, f"{available} of {desired} updated pods available", pods=not_ready(pods), **counts)
+    young = unsettled(pods, view, now)
+    if young:
+        return Status(WAITING, settling(young), pods=young, **counts)
     return Status(SUCCEEDED, plural(available, "pod") + " available", **counts)
 
 
@@ -347,7 +408,9 @@ def pod(obj: dict, view: View, now: datetime) -> Status:
     if problem:
         return Status(FAILED, f"pod {name} {problem}", pods=[name], **counts)
     if pod_ready(obj):
-        return Status(SUCCEEDED, "ready", **counts)
+        young = unsettled([obj], view, now)
+        return Status(WAITING, settling(young), pods=young, **counts) if young else Status(SUCCEEDED, "ready",
+                                                                                              **counts)
     return Status(WAITING, f"pod {name} {phase or 'Pending'}, not ready", pods=[name], **counts)
 
 

@@ -29,6 +29,18 @@ def test_a_container_that_prints_a_line_and_exits_3(project):
     assert f"| skycap demo image skytap/web:{bad[:12]} starting on pod web-" in ran.stderr
 
 
+def test_a_worker_without_a_readiness_probe_that_exits_3_a_second_after_it_starts(project):
+    """Ready the moment it runs, for about a second: a release that must not be called deployed."""
+    project.edit_stage(lambda s: s["services"]["worker"].update(replicas=1))
+    project.edit_template("worker.yaml.j2", "          args:", """          command: ["sh", "-c", "echo working; sleep 1; echo giving up; exit 3"]
+          args:""")
+    node = project.commit("gives up")
+    ran = project.run("deploy", "test", f"rev={node}")
+    assert ran.code == 1, ran.stderr
+    assert "worker: Deployment worker failed" in ran.stderr and "last exit 3, Error" in ran.stderr
+    assert "| giving up" in ran.stderr
+
+
 def test_an_image_tag_that_does_not_exist(project):
     ghost = project.commit("never pushed", publish=False)
     ran = project.run("deploy", "test", f"rev={ghost}", "--skip-image-check")

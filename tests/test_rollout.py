@@ -84,13 +84,16 @@ def test_deployment_rule_follows_kubectl_rollout_status(kwargs, state, reason):
     assert reason in status.reason
 
 
-def test_deployment_fails_when_every_pod_of_the_newest_replica_set_is_doomed():
+def test_deployment_fails_as_soon_as_one_pod_of_the_newest_replica_set_is_doomed():
     d = dep(updated=2, available=0)
     old, new = rs(d, "1", available=2), rs(d, "2")
-    pods = [pod("web-old", old, ready=True),
-            pod("web-a", new, "ErrImagePull", 'failed to pull "reg/web:2": not found', image="reg/web:2"),
-            pod("web-b", new, "ImagePullBackOff", 'Back-off pulling image "reg/web:2"', image="reg/web:2")]
-    assert check(d, old, new, *pods).state == "waiting"  # web-b may still pull: not every new pod is doomed
+    pods = [pod("web-old", old, "CrashLoopBackOff", restarts=3),
+            pod("web-a", new, "ImagePullBackOff", 'Back-off pulling image "reg/web:2"', image="reg/web:2"),
+            pod("web-b", new, "ContainerCreating", image="reg/web:2")]
+    assert check(d, old, new, *pods).state == "waiting"  # the old revision's troubles are not this rollout's
+    pods[1] = pod("web-a", new, "ErrImagePull", 'failed to pull "reg/web:2": not found', image="reg/web:2")
+    status = check(d, old, new, *pods)
+    assert (status.state, status.reason) == ("failed", "pod web-a cannot pull image reg/web:2 (not found)")
     pods[2] = pod("web-b", new, "ErrImagePull", "manifest unknown", image="reg/web:2")
     status = check(d, old, new, *pods)
     assert status.state == "failed"
@@ -126,6 +129,32 @@ def test_image_pull_back_off_dooms_a_pod_once_it_persists():
     later = NOW + timedelta(seconds=rules.PULL_GRACE_SECONDS)
     assert rules.pod_problem(stuck, later) == ("cannot pull image reg/web:1 (ImagePullBackOff 65 s after the pod was "
                                                "created: unauthorized)")
+
+
+def test_pods_without_a_readiness_probe_count_once_seen_ready_for_a_while():
+    d = dep()
+    new = rs(d, "2", available=2)
+    pods = [pod("web-a", new, ready=True), pod("web-b", new, ready=True)]
+    settle = timedelta(seconds=rules.PROBELESS_SETTLE_SECONDS)
+    just_ready = rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
+    assert (just_ready.state, just_ready.pods) == ("waiting", ["web-a", "web-b"])
+    assert just_ready.reason == f"2 pods without a readiness probe: not yet seen Ready for {settle.seconds} s"
+    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
+    for probed in pods:
+        probed["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8080}}
+    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
+
+
+def test_a_pod_that_stops_being_ready_starts_its_settling_again():
+    view = rules.View.of(pod("p", ready=True), seen=NOW - timedelta(seconds=10))
+    assert rules.pod(view.get("Pod", "p"), view, NOW).state == "succeeded"
+    view.set("Pod", pod("p", ready=False, restarts=1), seen=NOW - timedelta(seconds=2))
+    view.set("Pod", pod("p", ready=True, restarts=1), seen=NOW - timedelta(seconds=1))
+    status = rules.pod(view.get("Pod", "p"), view, NOW)
+    assert (status.state, status.reason) == ("waiting", "pod p without a readiness probe: not yet seen Ready for "
+                                                        f"{rules.PROBELESS_SETTLE_SECONDS:g} s")
+    view.replace("Pod", [], seen=NOW)
+    assert view.ready_since == {}
 
 
 def test_job_pods_may_fail_and_be_retried():
@@ -197,6 +226,21 @@ def test_event_lines_keep_warnings_of_related_objects_counted():
               event("web-a", "Failed", "not found"), event("other", "Failed", "x"), event("web-a", "BackOff", "b")]
     lines = rollout.event_lines(events, {("Pod", "web-a")})
     assert lines == ["Pod web-a Failed: not found (x2)", "Pod web-a BackOff: b"]
+
+
+def test_evidence_reads_run_side_by_side_and_those_not_back_in_time_are_left_out():
+    blocked, started = threading.Event(), []
+
+    def hangs():
+        started.append("hangs")
+        blocked.wait(30)
+        return "too late"
+
+    try:
+        results = rollout.in_parallel([hangs, lambda: "quick", lambda: "also quick"], time.monotonic() + 0.5)
+    finally:
+        blocked.set()
+    assert results == [None, "quick", "also quick"] and started == ["hangs"]
 
 
 def test_render_progress_on_a_terminal_and_elsewhere():
@@ -285,10 +329,11 @@ def test_missing_image_fails_fast_with_the_image_and_its_events(deploy, local_cl
     outcome = only(result)
     image = f"{local_cluster.registry}/rollout/ghost:v1"
     assert outcome.state == "failed" and seconds < 20
-    assert outcome.reason == f"2 of 2 new pods cannot pull image {image} (not found)"
+    # "2 of 2 new pods cannot pull ..." or, when one pod was doomed first, "pod ghost-... cannot pull ..."
+    assert outcome.reason.endswith(f"cannot pull image {image} (not found)")
     report = failure_report(result)
     assert f'Failed: Failed to pull image "{image}"' in report
-    assert "reason: 2 of 2 new pods cannot pull image" in report
+    assert f"reason: {outcome.reason}" in report
 
 
 def test_crash_loop_fails(deploy):
@@ -296,6 +341,23 @@ def test_crash_loop_fails(deploy):
     assert outcome.state == "failed"
     assert "CrashLoopBackOff (restarted" in outcome.reason
     assert any("BackOff" in event for event in outcome.events)
+
+
+# No readiness probe: Ready the moment the container runs.
+PROBELESS = {"readinessProbe": None}
+
+
+def test_a_container_without_a_readiness_probe_that_exits_a_second_after_it_starts_fails(deploy):
+    command = ["sh", "-c", "echo working; sleep 1; echo giving up; exit 3"]
+    result, _ = deploy("brief", timeout=90, container={**PROBELESS, "command": command})
+    outcome = only(result)
+    assert outcome.state == "failed", outcome
+    assert "CrashLoopBackOff (restarted" in outcome.reason and "last exit 3, Error" in outcome.reason
+
+
+def test_a_healthy_container_without_a_readiness_probe_succeeds(deploy):
+    result, _ = deploy("calm", replicas=2, container=PROBELESS)
+    assert result.succeeded and only(result).ready == 2
 
 
 def test_never_ready_times_out(deploy):
@@ -381,9 +443,9 @@ def test_jobs_complete_or_fail(core_api, namespace, local_cluster, publish):
                 "restartPolicy": "Never"}
         client.BatchV1Api(core_api).create_namespaced_job(namespace, {
             "metadata": {"name": name}, "spec": {"backoffLimit": 0, "template": {"spec": spec}}})
-    result, _ = timed(core_api, namespace, [Target("Job", "job-ok", "ok"), Target("Job", "job-bad", "bad")],
-                      timeout=30)
-    ok, bad = result.outcomes
+    # One at a time: a failed target ends the wait for the others.
+    ok = only(timed(core_api, namespace, [Target("Job", "job-ok", "ok")], timeout=30)[0])
+    bad = only(timed(core_api, namespace, [Target("Job", "job-bad", "bad")], timeout=30)[0])
     assert ok.state == "succeeded"
     assert bad.state == "failed" and bad.reason.startswith("BackoffLimitExceeded")
 
