@@ -29,9 +29,18 @@ def test_a_container_that_prints_a_line_and_exits_3(project):
     assert f"| skycap demo image skytap/web:{bad[:12]} starting on pod web-" in ran.stderr
 
 
+PROBE = """          readinessProbe:       # without one, Skycap trusts a start only after 3 s of Ready
+            httpGet:
+              path: /health
+              port: 8080
+            periodSeconds: 1
+"""
+
+
 def test_a_worker_without_a_readiness_probe_that_exits_3_a_second_after_it_starts(project):
     """Ready the moment it runs, for about a second: a release that must not be called deployed."""
     project.edit_stage(lambda s: s["services"]["worker"].update(replicas=1))
+    project.edit_template("worker.yaml.j2", PROBE, "")
     project.edit_template("worker.yaml.j2", "          args:", """          command: ["sh", "-c", "echo working; sleep 1; echo giving up; exit 3"]
           args:""")
     node = project.commit("gives up")
