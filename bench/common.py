@@ -28,9 +28,9 @@ def private_cluster(nodes: str = "real"):
 
     folder = Path(tempfile.mkdtemp(prefix="skycap-bench-"))
     names = list(cluster.DEFAULT_PORTS)
-    state = cluster.up(ports=dict(zip(names, cluster.free_ports(len(names)))), directory=folder, nodes=nodes)
-    print(f"cluster: {'a real node (kubelet, containerd)' if nodes == 'real' else 'SIMULATED nodes'}", flush=True)
-    try:
+    try:  # an up that fails half-way leaves parts running: down stops them too
+        state = cluster.up(ports=dict(zip(names, cluster.free_ports(len(names)))), directory=folder, nodes=nodes)
+        print(f"cluster: {'a real node (kubelet, containerd)' if nodes == 'real' else 'SIMULATED nodes'}", flush=True)
         yield state
     finally:
         cluster.down(directory=folder)
