@@ -13,6 +13,9 @@ import pytest
 from skycap.localcluster import cluster
 from tests.deployproject import make_project, start_deploy
 
+# Its module-wide fixture is costly: under pytest-xdist these tests share one worker.
+pytestmark = pytest.mark.xdist_group("test_faults")
+
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory):

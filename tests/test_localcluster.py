@@ -136,7 +136,11 @@ def _second_cluster(tmp_path, monkeypatch, nodes="real"):
     monkeypatch.setenv("SKYCAP_KUBE_BIN_DIR", str(BINARIES))
     names = list(cluster.DEFAULT_PORTS)
     ports = dict(zip(names, cluster.free_ports(len(names))))
-    return cluster.up(ports=ports, directory=tmp_path, nodes=nodes)
+    try:
+        return cluster.up(ports=ports, directory=tmp_path, nodes=nodes)
+    except BaseException:
+        cluster.down(directory=tmp_path)  # an up that failed half-way leaves parts running
+        raise
 
 
 def _pod_namespaces_inside(holder: int) -> list[str]:

@@ -98,10 +98,16 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
 
 
 def test_logs_previous_shows_the_crashed_instance(real_node, tmp_path, hg_repo, local_cluster, namespace,
-                                                  kubeconfig, publish):
+                                                  kubeconfig, publish, core_api):
     project = make_project(tmp_path, hg_repo, local_cluster, namespace, publish)
     node = project.commit("crashes", labels={"skycap.sim/behaviour": "crash"})
     assert project.run("deploy", "test", f"rev={node}", "--no-rollback", "--timeout", "20").code != 0
+
+    def worker_crashed_once():  # the verdict comes at the first failed service: maybe web's
+        pods = client.CoreV1Api(core_api).list_namespaced_pod(namespace, label_selector="app=worker").items
+        return any(status.restart_count for pod in pods for status in pod.status.container_statuses or [])
+
+    wait_for(worker_crashed_once, "a worker container to end once")
     ran = project.run("logs", "test", "worker", "--previous")
     assert ran.code == 0, ran.stderr
     assert node[:12] in ran.stdout

@@ -14,6 +14,9 @@ from skycap import registry as reg
 from skycap.errors import BadInput
 from tests.fixtures.registry import IDENTITY_TOKEN, PASSWORD, USERNAME, free_port
 
+# Its module-wide fixture is costly: under pytest-xdist these tests share one worker.
+pytestmark = pytest.mark.xdist_group("test_registry")
+
 WRONG_PASSWORD = "wrong-password-never-shown"
 
 

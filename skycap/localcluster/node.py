@@ -28,8 +28,10 @@ CONTAINERD_NAMESPACE = "k8s.io"
 
 
 class Paths:
-    """Where the node keeps its files: configuration and kubelet's root under the cluster's folder;
-    containerd's state (sockets, task bundles) under /run, so that a reboot clears it as it should."""
+    """Where the node keeps its files: configuration under the cluster's folder; containerd's state
+    (sockets, task bundles) and kubelet's root under /run, so that a reboot clears them as it should.
+    kubelet's root is also where it makes unix sockets, whose paths may not pass 107 bytes: a
+    cluster folder deep under pytest's or a user's temporary folder made them too long."""
 
     def __init__(self, cluster_dir: Path, link: Link):
         self.dir = cluster_dir / "node"
@@ -49,7 +51,7 @@ class Paths:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.dir / "kubelet"
+        return self.run / "kubelet"
 
     @property
     def runc_root(self) -> Path:
