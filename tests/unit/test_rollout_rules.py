@@ -75,13 +75,15 @@ def test_the_newest_replica_set_is_the_one_of_the_deployments_revision():
     assert rules.newest_replica_set(dep, view) is newest
 
 
-def test_one_doomed_pod_of_two_is_not_yet_a_failed_deployment():
+def test_one_doomed_pod_of_two_fails_the_deployment():
+    """Its siblings run the same image and configuration: waiting for them only delays the verdict."""
     dep = deployment(updatedReplicas=2, availableReplicas=1)
     new = replica_set(dep, "2")
     good = pod("web-a", new)
     bad = pod("web-b", new, ready=False, waiting="CrashLoopBackOff")
-    assert check(dep, new, good, bad).state == "waiting"
-    assert check(dep, new, pod("web-a", new, ready=False, waiting="CrashLoopBackOff"), bad).state == "failed"
+    verdict = check(dep, new, good, bad)
+    assert verdict.state == "failed" and verdict.pods == ["web-b"]
+    assert check(dep, new, good, pod("web-b", new, ready=False)).state == "waiting"  # not ready yet is not doomed
 
 
 def test_a_terminating_pod_says_nothing_about_the_new_revision():
