@@ -5,6 +5,7 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -144,10 +145,10 @@ def _second_cluster(tmp_path, monkeypatch, nodes="real"):
 
 
 def _pod_namespaces_inside(holder: int) -> list[str]:
-    """The pods' network namespaces, as seen inside the node's mount namespace."""
-    listed = subprocess.run(["nsenter", f"--target={holder}", "--mount", "--", "ls", "/run/netns"],
-                            capture_output=True, text=True, check=True)
-    return [name for name in listed.stdout.split() if name.startswith("cni-")]
+    """The pods' network namespaces: mount points, inside the node's mount namespace, of files under
+    the node's containerd state (not in the machine's /run/netns)."""
+    mounts = Path(f"/proc/{holder}/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in mounts if "/run/skycap/node-" in line.split()[4] and "nsfs" in line]
 
 
 def _processes_in(mount_namespace: str) -> list[int]:
@@ -177,6 +178,7 @@ def _traces(state):
 
 def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and_a_reboot(
         tmp_path, monkeypatch, local_cluster, real_node):
+    host_netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     state = _second_cluster(tmp_path, monkeypatch)
     try:
         assert state.slot != local_cluster.slot
@@ -205,6 +207,8 @@ def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and
         assert traces == {"processes": [], "containers and shims": [], "netns": False, "veth": False,
                           "mounts": []}
         assert not _processes_in(node_mounts), "the node's mount namespace, with the pods' network ones, is gone"
+        left = {name for name in os.listdir("/run/netns") if name.startswith("cni-")} - host_netns_before
+        assert not left, "pod network namespaces pinned in the machine's /run/netns"
 
         # A reboot: every process gone, /run emptied, the namespace gone; up makes it all again.
         state = cluster.up(directory=tmp_path)

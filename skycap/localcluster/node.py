@@ -145,6 +145,9 @@ state = "{paths.run / 'containerd'}"
   sandbox_image = "{registry}/{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
   disable_apparmor = true
+  # The pods' network namespaces are pinned under the node's state in /run/skycap/node-k, not in the
+  # machine's /run/netns: mounted inside the node's mount namespace, they would leave empty files there.
+  netns_mounts_under_state_dir = true
 
 [{cri}.containerd]
   snapshotter = "overlayfs"
