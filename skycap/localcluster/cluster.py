@@ -510,7 +510,7 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes
         if part not in ("etcd", "registry", "controller-manager") and not running[part]:
             _start(state, part, _argv(state, part, bin_dir))
             if part == "node-mounts":
-                _wait_for(state, part, 10)
+                _wait_for(state, part, 60)
     _wait_for(state, "etcd", 20)
     _wait_for(state, "registry", 20)
     if state.nodes == "real":
