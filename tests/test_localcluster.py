@@ -122,7 +122,7 @@ def test_terminating_pods_are_finished(local_cluster, namespace, publish):
     kubectl(local_cluster, "-n", namespace, "rollout", "status", "deployment/web", "--timeout=60s")
     kubectl(local_cluster, "-n", namespace, "delete", "deployment", "web", "--wait=false")
     wait_for(lambda: json.loads(kubectl(local_cluster, "-n", namespace, "get", "pods", "-o", "json"))["items"] == [],
-             timeout=45)
+             timeout=120)
 
 
 def test_status_reports_every_part_healthy(local_cluster):
@@ -322,5 +322,32 @@ def test_clusters_starting_at_once_get_links_of_their_own(tmp_path):
         assert all(network.exists(state.link) for state in states)
     finally:
         for state in states:
+            if state.slot is not None:
+                network.remove(state.link)
+
+
+def test_a_stopped_clusters_slot_taken_by_another_is_not_shared(tmp_path):
+    """A cluster started again after another took its slot gets a new one: sharing the link would put
+    two kubelets on one address (seen: the demo's kubelet died on "address already in use")."""
+    from skycap.localcluster import network
+
+    first = cluster.ClusterState(dir=str(tmp_path / "first"))
+    second = cluster.ClusterState(dir=str(tmp_path / "second"))
+    first.path.mkdir()
+    second.path.mkdir()
+    try:
+        cluster._make_link(first)
+        taken = first.slot
+        cluster._make_link(first)
+        assert first.slot == taken  # its own link: kept
+        network.remove(first.link)  # first is down; second starts on the slot it left
+        second.slot = taken
+        cluster._make_link(second)
+        assert second.slot == taken
+        cluster._make_link(first)
+        assert first.slot != taken
+        assert network.owned_by(first.link, first.dir) and network.owned_by(second.link, second.dir)
+    finally:
+        for state in (first, second):
             if state.slot is not None:
                 network.remove(state.link)

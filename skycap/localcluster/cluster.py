@@ -451,17 +451,18 @@ def node_ready(state: ClusterState) -> bool | None:
 
 def _wait_for(state: ClusterState, part: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    problem = f"did not become ready within {timeout:g} s"
     while time.monotonic() < deadline:
         if _health(state, part):
             return
         pid = state.pids.get(part)
         if pid and not _alive(pid, state.commands.get(part, "")):
+            problem = "stopped while starting"
             break
         time.sleep(0.1)
     log = state.path / "logs" / f"{part}.log"
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
-    raise SkycapError(f"the local cluster's {part} did not become ready within {timeout:g} s",
-                      f"its log: {log}\n{tail}")
+    raise SkycapError(f"the local cluster's {part} {problem}", f"its log: {log}\n{tail}")
 
 
 def _running(state: ClusterState) -> dict[str, bool]:
@@ -493,6 +494,8 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes
     _check_ports(state, running)
     started = time.monotonic()
     if state.nodes == "real":
+        if any(running.values()) and not network.owned_by(state.link, state.dir):
+            _stop_running(state, running)
         _make_link(state)
     _make_pki(state)
     _write_kubeconfig(state)
@@ -528,6 +531,16 @@ def up(ports: dict[str, int] | None = None, directory: Path | None = None, nodes
     return state
 
 
+def _stop_running(state: ClusterState, running: dict[str, bool]) -> None:
+    """Parts still running for a link that is no longer this cluster's (gone, or taken by another
+    cluster while this one was partly down) are stopped, to start again on a link of its own. Only
+    the recorded processes: the link, and the containers behind it, may be another cluster's now."""
+    for part in reversed(state.parts):
+        if running[part]:
+            _stop_pid(state.pids[part], state.commands.get(part, ""))
+            running[part] = False
+
+
 def _leave_old_mounts(state: ClusterState, running: dict[str, bool]) -> None:
     """A node whose mount namespace is gone: containerd and kubelet, if they still run, are in the
     old one; they are started again in the new one."""
@@ -546,12 +559,10 @@ def _describe(state: ClusterState) -> str:
 
 def _make_link(state: ClusterState) -> None:
     with network.slot_claim():
-        if state.slot is None or not network.exists(state.link):
-            preferred = state.slot if state.slot is not None else 0
-            if state.slot is None or network.Link(preferred).host_address in network.addresses_in_use():
-                state.slot = network.free_slot(preferred)
+        if state.slot is None or not network.owned_by(state.link, state.dir):
+            state.slot = network.free_slot(state.slot if state.slot is not None else 0)
             state.save()
-        network.create(state.link)
+        network.create(state.link, state.dir)
 
 
 def _publish_pause(state: ClusterState, bin_dir: Path) -> None:

@@ -118,15 +118,31 @@ def free_slot(preferred: int = 0) -> int:
                       "stop another local cluster: skycap local-cluster down")
 
 
+def owner_file(link: Link) -> Path:
+    return SLOTS_LOCK.parent / f"slot-{link.slot}.owner"
+
+
+def owned_by(link: Link, cluster_dir: str) -> bool:
+    """The link exists and the cluster in cluster_dir made it: a stopped cluster's slot may have been
+    taken by another since, whose link must not be shared (two kubelets on one address)."""
+    try:
+        owner = owner_file(link).read_text()
+    except OSError:
+        return False
+    return owner == cluster_dir and exists(link)
+
+
 def exists(link: Link) -> bool:
     return link.netns_path.exists() and _ip("link", "show", link.host_veth, check=False).returncode == 0
 
 
-def create(link: Link) -> None:
-    """Make the namespace, the veth pair and the routes; idempotent, repairs a half-made link."""
-    if exists(link):
+def create(link: Link, cluster_dir: str) -> None:
+    """Make the namespace, the veth pair and the routes for the cluster in cluster_dir; idempotent,
+    repairs a half-made link."""
+    if owned_by(link, cluster_dir):
         return
     remove(link)
+    owner_file(link).write_text(cluster_dir)
     _ip("netns", "add", link.netns)
     _ip("link", "add", link.host_veth, "type", "veth", "peer", "name", link.node_veth, "netns", link.netns)
     _ip("addr", "add", f"{link.host_address}/30", "dev", link.host_veth)
@@ -155,3 +171,4 @@ def remove(link: Link) -> None:
             os.unlink(link.netns_path)
         except OSError:
             pass
+    owner_file(link).unlink(missing_ok=True)
