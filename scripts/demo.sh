@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-eval "$(skycap local-cluster up)"
+# Not `eval "$(...)"`: eval of an empty output succeeds, and the demo would go on without a cluster.
+exports=$(skycap local-cluster up)
+eval "$exports"
 
 repo=.skycap/demo-platform
 if [ ! -d "$repo/.hg" ]; then
