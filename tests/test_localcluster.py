@@ -290,7 +290,7 @@ def test_missing_binaries_dir_says_what_to_do(tmp_path, monkeypatch):
 def test_cli_up_prints_exports(local_cluster, monkeypatch):
     from click.testing import CliRunner
 
-    from skycap.cli import cli
+    from skycap.cli_commands import cli
 
     monkeypatch.setenv("SKYCAP_LOCAL_CLUSTER_DIR", str(local_cluster.path))
     result = CliRunner().invoke(cli, ["local-cluster", "up"])

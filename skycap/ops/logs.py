@@ -37,6 +37,12 @@ def parse_duration(text: str) -> float:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
+def log_options(tail: int | None, since: str | None, follow: bool, previous: bool) -> LogOptions:
+    """The options as the command line gives them (--since as text)."""
+    return LogOptions(tail=tail, since=parse_duration(since) if since is not None else None, follow=follow,
+                      previous=previous)
+
+
 def logs(run, stage_name: str, service_name: str, options: LogOptions) -> int:
     if options.tail is not None and options.tail < 0:
         raise BadInput("--tail must be 0 or more")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from skycap.cli import main, parse_words, required_rev
+from skycap.cli import main
+from skycap.cli_commands import parse_words, required_rev
 from skycap.errors import BadInput
 
 
@@ -66,3 +67,66 @@ def test_counts_and_release_numbers_are_whole_numbers(args, message, capsys):
         main(["--project", "/nonexistent", *args])
     assert exited.value.code == 2
     assert f"error: {message}" in capsys.readouterr().err
+
+
+def plain(**given):
+    return {"project": None, "tail": None, "since": None, "follow": False, "previous": False, **given}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["logs", "prod", "web"], plain(stage="prod", service="web")),
+    (["--project", "/p", "logs", "prod", "web"], plain(project="/p", stage="prod", service="web")),
+    (["--project=/p", "logs", "prod", "web"], plain(project="/p", stage="prod", service="web")),
+    (["logs", "prod", "web", "-f"], plain(stage="prod", service="web", follow=True)),
+    (["logs", "--follow", "prod", "web"], plain(stage="prod", service="web", follow=True)),
+    (["logs", "prod", "web", "--previous"], plain(stage="prod", service="web", previous=True)),
+    (["logs", "prod", "-p", "web"], plain(stage="prod", service="web", previous=True)),
+    (["logs", "prod", "web", "--tail", "20"], plain(stage="prod", service="web", tail=20)),
+    (["logs", "prod", "web", "--tail=0"], plain(stage="prod", service="web", tail=0)),
+    (["logs", "prod", "web", "--tail", "1", "--tail", "5"], plain(stage="prod", service="web", tail=5)),
+    (["logs", "prod", "web", "--since", "10m"], plain(stage="prod", service="web", since="10m")),
+    (["logs", "prod", "web", "--since=1h30m", "-f"], plain(stage="prod", service="web", since="1h30m", follow=True)),
+    (["logs", "prod", "web", "--since", "soon"], plain(stage="prod", service="web", since="soon")),  # logs says why
+])
+def test_plain_logs_commands_skip_click(args, expected):
+    from skycap.cli import plain_logs
+
+    assert plain_logs(args) == expected
+
+
+@pytest.mark.parametrize("args", [
+    [], ["--help"], ["--version"], ["status", "prod"], ["-v", "logs", "prod", "web"],
+    ["--project", "/p", "-v", "logs", "prod", "web"], ["--project"], ["--project", "/p"],
+    ["logs"], ["logs", "prod"], ["logs", "prod", "web", "extra"],
+    ["logs", "prod", "web", "--help"], ["logs", "-h", "prod", "web"],
+    ["logs", "prod", "web", "--unknown"], ["logs", "prod", "web", "-x"], ["logs", "prod", "web", "-fp"],
+    ["logs", "prod", "web", "--tail"], ["logs", "prod", "web", "--tail", "-1"], ["logs", "prod", "web", "--tail=x"],
+    ["logs", "prod", "web", "--tail", "1.5"], ["logs", "prod", "web", "--tail", "٣"], ["logs", "prod", "web", "--since"],
+    ["logs", "prod", "web", "--since="], ["logs", "prod", "web", "--", "-f"], ["logs", "prod", "-", "web"],
+    ["--project=", "logs", "prod", "web"], ["--project", "--tail", "logs", "prod", "web"],
+    ["exec", "prod", "web", "--", "logs", "a", "b"],
+])
+def test_other_forms_go_to_click(args):
+    from skycap.cli import plain_logs
+
+    assert plain_logs(args) is None
+
+
+def test_a_plain_logs_command_does_not_import_click(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "stages").mkdir()
+    code = ("import sys; from skycap.cli import main\n"
+            f"try:\n    main(['--project', {str(tmp_path)!r}, 'logs', 'nostage', 'web', '--tail', '5'])\n"
+            "except SystemExit as exc:\n    print(exc.code, 'click' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "unknown stage 'nostage'" in done.stderr
+
+
+def test_logs_usage_errors_are_clicks(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--project", "/nonexistent", "logs", "prod", "web", "--tail", "x"])
+    assert exited.value.code == 2
+    assert "'x' is not a valid integer" in capsys.readouterr().err
