@@ -37,29 +37,51 @@ class Endpoint:
     def __init__(self, server: str, ssl_context, token: str | None):
         url = urlsplit(server)
         self.secure = url.scheme == "https"
-        self.host, self.port, self.prefix = url.hostname, url.port, url.path.rstrip("/")
+        self.host, self.port, self.prefix = url.hostname, url.port or (443 if self.secure else 80), url.path.rstrip("/")
+        self.netloc = url.netloc
         self.ssl_context, self.token = ssl_context, token
 
     def get(self, path: str, query: dict, timeout: float) -> bytes:
-        import http.client
+        """One request on a connection of its own, in HTTP/1.0: the body is all that comes until the server
+        closes, never chunked, so a few lines do what http.client (and the email package it imports) would."""
+        import socket
 
-        if self.secure:
-            connection = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
-        else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        headers = {"Accept": "application/json", "User-Agent": "skycap"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         query = {key: value for key, value in query.items() if value is not None}
-        try:
-            connection.request("GET", self.prefix + path + (f"?{urlencode(query)}" if query else ""), headers=headers)
-            response = connection.getresponse()
-            body = response.read()
-        finally:
-            connection.close()
-        if response.status >= 400:
-            raise ApiRefused(response.status, response.reason, body)
-        return body
+        target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
+        headers = [f"GET {target} HTTP/1.0", f"Host: {self.netloc}", "Accept: application/json", "User-Agent: skycap"]
+        if self.token:
+            headers.append(f"Authorization: Bearer {self.token}")
+        with socket.create_connection((self.host, self.port), timeout=timeout) as plain:
+            connection = self.ssl_context.wrap_socket(plain, server_hostname=self.host) if self.secure else plain
+            with connection:
+                connection.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+                return _response_body(_read_to_end(connection))
+
+
+def _read_to_end(connection) -> bytes:
+    chunks = []
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _response_body(response: bytes) -> bytes:
+    """The body of a whole HTTP/1.0 response; ApiRefused for an error status, OSError for a cut one."""
+    head, separator, body = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if not separator or len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"the API server's answer is not HTTP: {response[:80]!r}")
+    headers = dict(line.lower().split(":", 1) for line in header_lines if ":" in line)
+    length = headers.get("content-length", "").strip()
+    if length.isdigit() and len(body) < int(length):
+        raise ConnectionError(f"the API server's answer was cut off after {len(body)} of {length} bytes")
+    status, reason = int(parts[1]), (parts[2] if len(parts) > 2 else "")
+    if status >= 400:
+        raise ApiRefused(status, reason, body)
+    return body
 
 
 def api_get(session, path: str, query: dict, timeout: float | None = None) -> bytes:
@@ -93,9 +115,7 @@ def api_get_json(session, what: str, path: str, query: dict):
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    import http.client
-
-    if isinstance(exc, (OSError, http.client.HTTPException)):
+    if isinstance(exc, OSError):  # ssl's errors and ConnectionError too
         return True
     urllib3 = sys.modules.get("urllib3.exceptions")  # loaded only if the client was used
     return urllib3 is not None and isinstance(exc, urllib3.HTTPError)
