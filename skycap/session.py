@@ -4,7 +4,6 @@ error translation for API calls, interrupt handling, and recording a release's o
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -106,6 +105,8 @@ class Phases:
 @contextmanager
 def interruptible():
     """SIGTERM behaves as Ctrl-C, so CI cancelling a job releases the lock too."""
+    import signal
+
     def on_term(signum, frame):
         raise KeyboardInterrupt
 

@@ -107,19 +107,30 @@ def read_pod_logs(session, service: str, options: LogOptions, printer: LinePrint
 
 
 def read_each(read, sources: list) -> list:
-    """read(source) for every source, READERS at a time: what it returned, or the exception it raised."""
-    def outcome(source):
-        try:
-            return read(source)
-        except Exception as exc:  # noqa: BLE001 - the caller reports each one
-            return exc
+    """read(source) for every source, READERS at a time (this thread is one of them): what it returned,
+    or the exception it raised. Plain threads: importing concurrent.futures is 10 ms of a 0.1 s command."""
+    results: list = [None] * len(sources)
+    indexes = iter(range(len(sources)))
+    lock = threading.Lock()
 
-    if len(sources) == 1:  # one log, no pool: importing concurrent.futures alone is 10 ms of a 0.3 s command
-        return [outcome(sources[0])]
-    from concurrent.futures import ThreadPoolExecutor
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(indexes, None)
+            if index is None:
+                return
+            try:
+                results[index] = read(sources[index])
+            except Exception as exc:  # noqa: BLE001 - the caller reports each one
+                results[index] = exc
 
-    with ThreadPoolExecutor(max_workers=min(READERS, len(sources))) as pool:
-        return list(pool.map(outcome, sources))
+    helpers = [threading.Thread(target=work, daemon=True) for _ in range(min(READERS, len(sources)) - 1)]
+    for helper in helpers:
+        helper.start()
+    work()
+    for helper in helpers:
+        helper.join()
+    return results
 
 
 def _seconds(since: float | None) -> int | None:

@@ -40,6 +40,7 @@ class Endpoint:
         self.host, self.port, self.prefix = url.hostname, url.port or (443 if self.secure else 80), url.path.rstrip("/")
         self.netloc = url.netloc
         self.ssl_context, self.token = ssl_context, token
+        self.tls_session = None  # the last connection's: the next one resumes it, a third of a full handshake
 
     def get(self, path: str, query: dict, timeout: float) -> bytes:
         """One request on a connection of its own, in HTTP/1.0: the body is all that comes until the server
@@ -51,11 +52,17 @@ class Endpoint:
         headers = [f"GET {target} HTTP/1.0", f"Host: {self.netloc}", "Accept: application/json", "User-Agent: skycap"]
         if self.token:
             headers.append(f"Authorization: Bearer {self.token}")
-        with socket.create_connection((self.host, self.port), timeout=timeout) as plain:
-            connection = self.ssl_context.wrap_socket(plain, server_hostname=self.host) if self.secure else plain
+        host = self.host.encode() if self.host.isascii() else self.host  # a str goes through the idna codec: 1.4 ms
+        with socket.create_connection((host, self.port), timeout=timeout) as plain:
+            connection = plain
+            if self.secure:
+                connection = self.ssl_context.wrap_socket(plain, server_hostname=host, session=self.tls_session)
             with connection:
                 connection.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
-                return _response_body(_read_to_end(connection))
+                response = _read_to_end(connection)
+                if self.secure:
+                    self.tls_session = connection.session
+        return _response_body(response)
 
 
 def _read_to_end(connection) -> bytes:
