@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from skycap.errors import BadInput
 
 TYPE_CHECKING = False  # as typing's, without importing typing (3 ms of `skycap logs`, which never needs it)
