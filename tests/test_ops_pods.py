@@ -65,6 +65,20 @@ def test_logs_tail_limits_each_pod(deployed):
     assert len(ran.stdout.splitlines()) == 2
 
 
+def test_logs_imports_neither_click_nor_the_kubernetes_client(deployed, kubeconfig):
+    """The time to the first line is most of it Python's imports: these would be 0.05-0.3 s of it."""
+    code = ("import sys\nfrom skycap.cli import main\n"
+            f"try:\n    main(['--project', {str(deployed.root)!r}, 'logs', 'test', 'web', '--tail', '1'])\n"
+            "except SystemExit as exc:\n    code = exc.code\n"
+            "heavy = [m for m in ('click', 'kubernetes', 'urllib3', 'http.client', 'jinja2', 'concurrent.futures')\n"
+            "         if m in sys.modules]\n"
+            "print(code, heavy, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    assert len(done.stdout.splitlines()) == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == "0 []", done.stderr
+
+
 def test_logs_follow_through_a_rollout_shows_new_pods_once_and_old_lines_once(deployed, kubeconfig):
     old_tag = deployed.node[:12]
     argv = [sys.executable, "-m", "skycap.cli", "--project", str(deployed.root), "logs", "test", "web", "-f"]
