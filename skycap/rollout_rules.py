@@ -22,8 +22,11 @@ PULL_GRACE_SECONDS = 60
 # after it starts looks Ready first. A pod with such a container counts as ready only once the watch
 # has seen it Ready this long without a break (Kubernetes' minReadySeconds, for probe-less pods only).
 # The kubelet notices a container's start and its exit on its 1 s relist, so a container that dies
-# about 1 s after it starts can look Ready for up to about 2 s.
+# about 1 s after it starts can look Ready for up to about 2 s. A busy kubelet reports both later: the
+# settle grows by how late the start was seen (Ready seen - container started, at most
+# MAX_REPORT_LAG_SECONDS), since its report of the exit will be about as late.
 PROBELESS_SETTLE_SECONDS = 3.0
+MAX_REPORT_LAG_SECONDS = 10.0
 
 
 @dataclass
@@ -90,6 +93,17 @@ class View:
         since = self.ready_since.get(pod["metadata"].get("uid"))
         return (now - since).total_seconds() if since and pod_ready(pod) else 0.0
 
+    def settle_seconds(self, pod: dict) -> float:
+        """How long a probe-less pod must be seen Ready: the settle, plus how late its start was seen."""
+        since = self.ready_since.get(pod["metadata"].get("uid"))
+        started = [parse_time(((c.get("state") or {}).get("running") or {}).get("startedAt"))
+                   for c in (pod.get("status") or {}).get("containerStatuses") or []]
+        started = [t for t in started if t is not None]
+        if since is None or not started:
+            return PROBELESS_SETTLE_SECONDS
+        lag = (since - max(started)).total_seconds()
+        return PROBELESS_SETTLE_SECONDS + min(max(lag, 0.0), MAX_REPORT_LAG_SECONDS)
+
     def get(self, kind: str, name: str) -> dict | None:
         return self.objects.get(kind, {}).get(name)
 
@@ -149,16 +163,17 @@ def probeless(pod: dict) -> bool:
 
 def unsettled(pods: list[dict], view: View, now: datetime) -> list[str]:
     """The pods, among those that should run, with a container without a readiness probe that have not
-    yet been seen Ready for PROBELESS_SETTLE_SECONDS."""
+    yet been seen Ready for their settle (View.settle_seconds)."""
     return sorted(p["metadata"]["name"] for p in pods
                   if probeless(p) and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-                  and view.ready_for(p, now) < PROBELESS_SETTLE_SECONDS)
+                  and view.ready_for(p, now) < view.settle_seconds(p))
 
 
 def settling(names: list[str]) -> str:
     """Why we still wait for these (unsettled) pods, in words."""
     who = f"pod {names[0]}" if len(names) == 1 else f"{len(names)} pods"
-    return f"{who} without a readiness probe: not yet seen Ready for {PROBELESS_SETTLE_SECONDS:g} s"
+    return (f"{who} without a readiness probe: not yet seen Ready for {PROBELESS_SETTLE_SECONDS:g} s "
+            "(plus the node's delay in reporting its start)")
 
 
 def plural(count: int, word: str) -> str:

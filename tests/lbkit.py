@@ -31,9 +31,20 @@ def allowed_target(address: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports. The sockets stay open until all are chosen: chosen one at a time,
+    the kernel may hand out the same port twice, and HAProxy binds both (SO_REUSEPORT) without a word."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def haproxy_command(port: int, line: str) -> str:
@@ -51,7 +62,7 @@ class HAProxyProcess:
 
     def __init__(self, folder: Path, pools=POOLS):
         self.folder = folder
-        self.api_port, self.frontend_port = free_port(), free_port()
+        self.api_port, self.frontend_port = free_ports(2)
         self.pools = pools
         self.proc: subprocess.Popen | None = None
         self.config = folder / "haproxy.cfg"

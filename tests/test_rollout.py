@@ -138,11 +138,24 @@ def test_pods_without_a_readiness_probe_count_once_seen_ready_for_a_while():
     settle = timedelta(seconds=rules.PROBELESS_SETTLE_SECONDS)
     just_ready = rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
     assert (just_ready.state, just_ready.pods) == ("waiting", ["web-a", "web-b"])
-    assert just_ready.reason == f"2 pods without a readiness probe: not yet seen Ready for {settle.seconds} s"
+    assert just_ready.reason == (f"2 pods without a readiness probe: not yet seen Ready for {settle.seconds} s "
+                                 "(plus the node's delay in reporting its start)")
     assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
     for probed in pods:
         probed["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8080}}
     assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
+
+
+def test_a_node_that_reported_the_start_late_gets_as_much_longer_to_report_an_exit():
+    settle = timedelta(seconds=rules.PROBELESS_SETTLE_SECONDS)
+    late = pod("p", ready=True)
+    late["status"]["containerStatuses"][0]["state"]["running"]["startedAt"] = "2024-05-01T11:59:53Z"
+    seen = NOW - settle  # 4 s after the container started (NOW is 12:00:00, seen at 11:59:57)
+    assert rules.View.of(late, seen=seen).settle_seconds(late) == rules.PROBELESS_SETTLE_SECONDS + 4
+    assert rules.pod(late, rules.View.of(late, seen=seen), NOW).state == "waiting"
+    assert rules.pod(late, rules.View.of(late, seen=seen), NOW + timedelta(seconds=4)).state == "succeeded"
+    very_late = rules.View.of(late, seen=NOW + timedelta(hours=1))
+    assert very_late.settle_seconds(late) == rules.PROBELESS_SETTLE_SECONDS + rules.MAX_REPORT_LAG_SECONDS
 
 
 def test_a_pod_that_stops_being_ready_starts_its_settling_again():
@@ -152,7 +165,8 @@ def test_a_pod_that_stops_being_ready_starts_its_settling_again():
     view.set("Pod", pod("p", ready=True, restarts=1), seen=NOW - timedelta(seconds=1))
     status = rules.pod(view.get("Pod", "p"), view, NOW)
     assert (status.state, status.reason) == ("waiting", "pod p without a readiness probe: not yet seen Ready for "
-                                                        f"{rules.PROBELESS_SETTLE_SECONDS:g} s")
+                                                        f"{rules.PROBELESS_SETTLE_SECONDS:g} s (plus the node's "
+                                                        "delay in reporting its start)")
     view.replace("Pod", [], seen=NOW)
     assert view.ready_since == {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from skycap.environments.lookup import (
     Cluster,
@@ -29,6 +30,7 @@ from skycap.session import StageSession, call_api, emit_json, lock_ttl, print_ta
 
 ORPHAN_GRACE = 300  # seconds: an environment namespace without its definition, older than this, is an orphan
 POLL = 0.5
+GC_PARALLEL = 8  # deletions begun at once; each is a few API calls under its own stage lock
 
 
 class DestroyTimeout(RolloutTimeout):
@@ -427,30 +429,39 @@ def gc_cluster(screen, cluster: Cluster, timeout: float) -> int:
     from kubernetes import client
 
     namespaces, definitions = environment_namespaces(cluster)
-    waiting, failed = [], 0
+    doomed = []
     for name, namespace in sorted(namespaces.items()):
         verdict = gc_verdict(cluster, namespace, definitions.get(name))
-        if verdict is None:
-            continue
-        label, why = verdict
-        stage_name = namespace["metadata"]["labels"][ENVIRONMENT_LABEL]
-        try:
-            outcome = destroy_namespace(cluster.api, name, stage_name, wait=False)
-        except StageLocked as exc:
-            screen.warn(f"skipped {label}: {exc.message}; the next gc retries it")
-            continue
-        except Exception as exc:  # noqa: BLE001 - report it, go on with the others
-            screen.fail(f"{label}: {reason(exc)}")
+        if verdict is not None:
+            doomed.append((name, namespace["metadata"]["labels"][ENVIRONMENT_LABEL], *verdict))
+    # Each deletion is a handful of round trips (read, lock, delete, release); started side by side,
+    # twenty expired environments reach the namespace controller at once, not one after another.
+    with ThreadPoolExecutor(max_workers=GC_PARALLEL) as pool:
+        outcomes = list(pool.map(lambda item: _begin_deletion(cluster, item[0], item[1]), doomed))
+    waiting, failed = [], 0
+    for (name, _, label, why), (outcome, problem) in zip(doomed, outcomes):
+        if isinstance(problem, StageLocked):
+            screen.warn(f"skipped {label}: {problem.message}; the next gc retries it")
+        elif problem is not None:
+            screen.fail(f"{label}: {reason(problem)}")
             failed += 1
-            continue
-        action = "deleting" if outcome == "deleted" else "already being deleted"
-        screen.line(f"    {label} ({why}): namespace {name} {action}")
-        waiting.append((label, name))
+        else:
+            action = "deleting" if outcome == "deleted" else "already being deleted"
+            screen.line(f"    {label} ({why}): namespace {name} {action}")
+            waiting.append((label, name))
     if waiting:
         wait_gone(client.CoreV1Api(cluster.api), [name for _, name in waiting], timeout)
         for label, name in waiting:
             screen.ok(f"destroyed {label} (namespace {name} gone)")
     return failed
+
+
+def _begin_deletion(cluster: Cluster, namespace: str, stage_name: str) -> tuple[str | None, Exception | None]:
+    """(outcome, None) once the namespace's deletion is under way, or (None, why it could not be)."""
+    try:
+        return destroy_namespace(cluster.api, namespace, stage_name, wait=False), None
+    except Exception as exc:  # noqa: BLE001 - reported by the caller, the others go on
+        return None, exc
 
 
 def gc_verdict(cluster: Cluster, namespace: dict, env: Environment | None) -> tuple[str, str] | None:

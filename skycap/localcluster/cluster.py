@@ -378,6 +378,8 @@ def _argv(state: ClusterState, part: str, bin_dir: Path) -> list[str]:
                 "--leader-elect=false", "--port", "0", "--secure-port", "0",
                 "--kube-api-qps", "200", "--kube-api-burst", "400",
                 "--concurrent-deployment-syncs", "10", "--concurrent-replicaset-syncs", "10",
+                # env gc deletes every expired environment at once; the default 10 would queue half of twenty
+                "--concurrent-namespace-syncs", "20",
                 "--service-account-private-key-file", str(pki / "sa.key"), "--v", "1"]
     if part == "simulator":
         return [sys.executable, "-m", "skycap.localcluster.simulator", "--kubeconfig", str(state.kubeconfig),
