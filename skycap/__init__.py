@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from skycap import lazy_kubernetes as _lazy_kubernetes
+from skycap.cluster import lazy_kubernetes as _lazy_kubernetes
 
 _lazy_kubernetes.install()

@@ -34,7 +34,7 @@ class StageSession:
     @property
     def api(self):
         if self._api is None:
-            from skycap.kube import api_client
+            from skycap.cluster.kube import api_client
 
             self._api = api_client(self.stage)
         return self._api
@@ -42,8 +42,8 @@ class StageSession:
     @property
     def kubectl(self):
         if self._kubectl is None:
-            from skycap.kube import kubeconfig_path
-            from skycap.kubectl import Kubectl
+            from skycap.cluster.kube import kubeconfig_path
+            from skycap.cluster.kubectl import Kubectl
 
             self._kubectl = Kubectl(namespace=self.stage.namespace, log=self.run.log_for(self.stage.name),
                                     screen=self.run.screen, kubeconfig=kubeconfig_path(self.stage),
@@ -55,7 +55,7 @@ class StageSession:
     @property
     def ledger(self):
         if self._ledger is None:
-            from skycap.ledger import Ledger
+            from skycap.cluster.ledger import Ledger
 
             self._ledger = Ledger(self.api, self.stage.namespace, self.stage.name)
         return self._ledger
@@ -75,7 +75,7 @@ def call_api(session: StageSession, what: str, func, *args, **kwargs):
     try:
         return func(*args, **kwargs)
     except HTTPError as exc:
-        from skycap.kube import unreachable
+        from skycap.cluster.kube import unreachable
 
         raise unreachable(session.stage, exc) from None
     except ApiException as exc:
@@ -163,7 +163,7 @@ class DeployState:
 
 
 def record(ledger, state, status: str, note: str) -> None:
-    from skycap.ledger import vm_releases
+    from skycap.cluster.ledger import vm_releases
 
     state.status = status
     release = state.release

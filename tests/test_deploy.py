@@ -60,7 +60,7 @@ def test_a_deployed_web_service_runs_on_the_real_node_and_answers_through_its_no
     import time
     import urllib.request
 
-    from skycap.kubectl import find_kubectl
+    from skycap.cluster.kubectl import find_kubectl
 
     node = project.commit("live")
     ran = project.run("deploy", "test", f"rev={node}")
@@ -133,7 +133,7 @@ def test_a_deploy_refused_for_the_lock_leaves_no_check_running(project, core_api
     import subprocess
     import sys
 
-    from skycap.lock import StageLock
+    from skycap.cluster.lock import StageLock
 
     node = project.commit("checks in flight")
     lock = StageLock(core_api, namespace, "test", purpose="deploy rev=other")
@@ -425,7 +425,7 @@ def test_a_dry_run_that_ran_before_the_deploy_made_its_namespace_runs_again(proj
                                                                            monkeypatch):
     import threading
 
-    from skycap import cluster_side, deploy
+    from skycap.flow import cluster_side, deploy
 
     fresh = f"{namespace[:50]}-late"
     project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))

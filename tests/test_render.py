@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from skycap.errors import BadInput
-from skycap.project import Project
-from skycap.render import CONFIG_HASH_ANNOTATION, RenderInput, render_stage, restamp_release, templates_see_release
+from skycap.project.config import Project
+from skycap.project.render import CONFIG_HASH_ANNOTATION, RenderInput, render_stage, restamp_release, templates_see_release
 
 ROOT = Path(__file__).resolve().parent.parent
 REVISION = RenderInput(node="a" * 40, tag="aaaaaaaaaaaa", rev="tip", release=7)

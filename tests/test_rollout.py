@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from skycap import rollout
-from skycap import rollout_rules as rules
-from skycap.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
+from skycap.cluster import rollout
+from skycap.cluster import rollout_rules as rules
+from skycap.cluster.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -466,7 +466,7 @@ def test_service_waits_for_ready_endpoints(core_api, namespace, local_cluster, p
 def test_a_broken_watch_relists_and_carries_on(deploy, monkeypatch):
     from kubernetes.client.rest import ApiException
 
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     real_watch, broken = Feed._watch, []
 
@@ -485,7 +485,7 @@ def test_changes_arrive_as_watch_events_after_one_list(core_api, namespace, monk
     """Watch, not poll: one LIST per kind, then every change as an event on the open stream."""
     from kubernetes import client
 
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     seen, real_apply = [], Feed._apply
     monkeypatch.setattr(Feed, "_apply", lambda self, kind, event, payload: (seen.append((kind, event)),
@@ -512,7 +512,7 @@ def test_changes_arrive_as_watch_events_after_one_list(core_api, namespace, monk
 
 
 def test_stopping_as_a_watch_ends_by_itself_is_quiet():
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     class Ended:  # urllib3's response once the server ended the stream and the pool has its connection back
         def shutdown(self):

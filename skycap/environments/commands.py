@@ -40,8 +40,8 @@ class DestroyTimeout(RolloutTimeout):
 
 def create(run, name: str, source: str, rev: str, *, ttl: str = "8h", sets=(), replace=False, with_vm=False,
            keep_on_failure=False, timeout=None, image_check=True, accept_new_host_keys=False) -> int:
-    from skycap.deploy import deploy
-    from skycap.ledger import who_am_i
+    from skycap.cluster.ledger import who_am_i
+    from skycap.flow.deploy import deploy
 
     check_name(name)
     seconds = parse_duration(ttl)
@@ -187,7 +187,7 @@ def destroy_namespace(api, namespace: str, stage_name: str, *, lock=True, wait=T
 def _locked_delete(api, core, standing: dict, stage_name: str) -> str:
     from kubernetes.client.rest import ApiException
 
-    from skycap.lock import StageLock
+    from skycap.cluster.lock import StageLock
 
     namespace = standing["metadata"]["name"]
     lock = StageLock(api, namespace, stage_name, purpose="env destroy", ttl=lock_ttl())
@@ -332,7 +332,7 @@ def list_environments(run) -> int:
 def describe_cluster(cluster: Cluster) -> list[dict]:
     from kubernetes import client
 
-    from skycap.render import MANAGED_BY, NODE_ANNOTATION, STAGE_LABEL
+    from skycap.project.render import MANAGED_BY, NODE_ANNOTATION, STAGE_LABEL
 
     namespaces, definitions = environment_namespaces(cluster)
     apps = client.AppsV1Api(cluster.api)
@@ -393,7 +393,7 @@ def environment_namespaces(cluster: Cluster) -> tuple[dict[str, dict], dict[str,
 def reason(exc: BaseException) -> str:
     if isinstance(exc, SkycapError):
         return exc.message
-    from skycap.kube import short_reason
+    from skycap.cluster.kube import short_reason
 
     return short_reason(exc)
 

@@ -54,7 +54,7 @@ class Environment:
         return parse_time(self.expires) - time.time()
 
     def labels(self) -> dict[str, str]:
-        from skycap.render import MANAGED_BY
+        from skycap.project.render import MANAGED_BY
 
         return {MANAGED_BY: "skycap", ENVIRONMENT_LABEL: self.stage_name, SOURCE_LABEL: self.stage,
                 SOURCE_NAMESPACE_LABEL: self.source_namespace}
@@ -90,7 +90,7 @@ def environment_stage(project, env: Environment):
     """The stage an environment stands for: the source stage's file as it is now, in the environment's
     namespace, replicas capped at env_replicas, VM services on their env_hosts (or left out), then
     the overrides."""
-    from skycap.project import parse_stage
+    from skycap.project.config import parse_stage
 
     if not project.has_stage_file(env.stage):
         raise BadInput(f"environment {env.name} was made from stage {env.stage}, which has no file under "

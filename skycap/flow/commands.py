@@ -21,7 +21,7 @@ def task(run, stage_name: str, name: str, values: dict[str, str]) -> int:
     c = tasks.context(session)
     lock = None
     if is_locked(found):
-        from skycap.lock import StageLock
+        from skycap.cluster.lock import StageLock
 
         lock = StageLock(session.api, session.stage.namespace, stage_name, purpose=f"task {name}", ttl=lock_ttl(),
                          notice=run.screen.line)

@@ -1,4 +1,4 @@
-"""skycap.apply: which objects go first (config and RBAC before the workloads that read them), what
+"""skycap.cluster.apply: which objects go first (config and RBAC before the workloads that read them), what
 is watched, and how a rejection names the template an object came from."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from skycap.apply import rejection_text, rendered_from_manifests, split_phases, targets_of
+from skycap.cluster.apply import rejection_text, rendered_from_manifests, split_phases, targets_of
 from skycap.errors import CommandFailed
-from skycap.render import Manifest, Rendered
+from skycap.project.render import Manifest, Rendered
 
 NS = "shop"
 

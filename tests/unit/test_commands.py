@@ -1,13 +1,13 @@
-"""skycap.commands.scale_objects: `skycap scale` sets spec.replicas on the named services' workloads
+"""skycap.commands.scale.scale_objects: `skycap scale` sets spec.replicas on the named services' workloads
 of the current release, and refuses a service that has none to scale."""
 
 from __future__ import annotations
 
 import pytest
 
-from skycap.commands import scale_objects
+from skycap.commands.scale import scale_objects
 from skycap.errors import BadInput
-from skycap.render import SERVICE_LABEL
+from skycap.project.render import SERVICE_LABEL
 
 
 def workload(kind: str, name: str, service: str | None, replicas: int = 2) -> dict:

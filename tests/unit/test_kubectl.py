@@ -1,11 +1,11 @@
-"""skycap.kubectl, its pure parts: what of kubectl's stderr a person sees, what is noise, what is a
+"""skycap.cluster.kubectl, its pure parts: what of kubectl's stderr a person sees, what is noise, what is a
 server warning, and which failures are worth a retry."""
 
 from __future__ import annotations
 
 import pytest
 
-from skycap.kubectl import _first_line, filter_output, is_transient
+from skycap.cluster.kubectl import _first_line, filter_output, is_transient
 
 
 def test_stderr_is_split_into_shown_noise_and_warnings():

@@ -1,4 +1,4 @@
-"""skycap.ledger, its pure parts: what a release's manifests may hold (a forged entry is refused
+"""skycap.cluster.ledger, its pure parts: what a release's manifests may hold (a forged entry is refused
 before kubectl sees it), the release document's encoding, compression into Secret-sized chunks."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from skycap import ledger
-from skycap.ledger import (CHUNK_BYTES, KINDS, STATUSES, Refused, Release, _ci_job, _highest_label,
+from skycap.cluster import ledger
+from skycap.cluster.ledger import (CHUNK_BYTES, KINDS, STATUSES, Refused, Release, _ci_job, _highest_label,
                            checked_objects, compress, decode_release, encode_document, object_problem, restorable,
                            vm_releases)
 

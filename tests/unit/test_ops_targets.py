@@ -1,4 +1,4 @@
-"""skycap.ops.targets, its pure parts: the label selector a service's pods are found by, the short
+"""skycap.commands.running.targets, its pure parts: the label selector a service's pods are found by, the short
 names they are shown by, and which service a name means."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from skycap.commands.running.targets import describe_pod, find_service, is_ready, selector, short_name, source_name
 from skycap.errors import BadInput
-from skycap.ops.targets import describe_pod, find_service, is_ready, selector, short_name, source_name
 
 STAGE = SimpleNamespace(name="staging", services={"web": "k8s-web", "api": "k8s-api"}, vm={"legacy": "vm"})
 

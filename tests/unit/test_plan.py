@@ -1,10 +1,10 @@
-"""skycap.plan: what `skycap diff` and `deploy --dry-run` call a change, read from a kubectl diff."""
+"""skycap.cluster.plan: what `skycap diff` and `deploy --dry-run` call a change, read from a kubectl diff."""
 
 from __future__ import annotations
 
-from skycap.plan import classify_diff, essential_diff, parse_diff, plan_lines
-from skycap.redact import MASK
-from skycap.render import Manifest, Rendered
+from skycap.cluster.plan import classify_diff, essential_diff, parse_diff, plan_lines
+from skycap.cluster.redact import MASK
+from skycap.project.render import Manifest, Rendered
 
 NS = "shop"
 

@@ -1,10 +1,10 @@
-"""skycap.project.is_host: what a stage file may name as a VM host."""
+"""skycap.project.config.is_host: what a stage file may name as a VM host."""
 
 from __future__ import annotations
 
 import pytest
 
-from skycap.project import is_host
+from skycap.project.config import is_host
 
 
 @pytest.mark.parametrize("spec", ["vm1", "deploy@vm1:2222", "deploy@10.0.0.5:65535", "[::1]:22"])

@@ -1,14 +1,14 @@
-"""skycap.prune, its pure parts: what the previous release applied that this one no longer renders,
+"""skycap.cluster.prune, its pure parts: what the previous release applied that this one no longer renders,
 and which of those live objects are kept anyway (volume claims, opted out, Skycap's own)."""
 
 from __future__ import annotations
 
 import pytest
 
-from skycap.ledger import PART_TYPE, RELEASE_TYPE, Refused, Release
-from skycap.lock import lease_name
-from skycap.prune import gone_objects, kept_because
-from skycap.render import Manifest, Rendered
+from skycap.cluster.ledger import PART_TYPE, RELEASE_TYPE, Refused, Release
+from skycap.cluster.lock import lease_name
+from skycap.cluster.prune import gone_objects, kept_because
+from skycap.project.render import Manifest, Rendered
 
 NS = "shop"
 

@@ -1,10 +1,10 @@
-"""skycap.redact: Secret values masked in whatever kubectl prints (JSON, YAML, a diff); the rest kept."""
+"""skycap.cluster.redact: Secret values masked in whatever kubectl prints (JSON, YAML, a diff); the rest kept."""
 
 from __future__ import annotations
 
 import json
 
-from skycap.redact import LAST_APPLIED, MASK, redact, redact_diff, redact_object
+from skycap.cluster.redact import LAST_APPLIED, MASK, redact, redact_diff, redact_object
 
 
 def secret(**extra) -> dict:

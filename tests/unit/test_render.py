@@ -1,4 +1,4 @@
-"""skycap.render, its pure parts: the labels and annotations Skycap stamps on every object and pod
+"""skycap.project.render, its pure parts: the labels and annotations Skycap stamps on every object and pod
 template (what status, logs and the ledger select by), the stage's namespace, and the checks on what
 a template renders."""
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from skycap.errors import BadInput
-from skycap.render import (CONFIG_HASH_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, RELEASE_ANNOTATION, SERVICE_LABEL,
+from skycap.project.render import (CONFIG_HASH_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, RELEASE_ANNOTATION, SERVICE_LABEL,
                            STAGE_LABEL, Manifest, Rendered, _add_config_hash, _check_object, _load_documents,
                            check_collisions, config_hash, expose_node_port, restamp_release, stamp)
 

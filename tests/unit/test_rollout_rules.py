@@ -1,4 +1,4 @@
-"""skycap.rollout_rules: what a status means for each kind, on plain dicts and a fixed clock.
+"""skycap.cluster.rollout_rules: what a status means for each kind, on plain dicts and a fixed clock.
 
 tests/test_rollout.py holds the first cases (kubectl rollout status' own); these are the edges: old
 revisions and generations ignored, OnDelete, Jobs whose pods cannot start, several containers, and
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from skycap import rollout_rules as rules
+from skycap.cluster import rollout_rules as rules
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 PROBE = {"httpGet": {"path": "/", "port": 80}}

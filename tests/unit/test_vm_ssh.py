@@ -1,4 +1,4 @@
-"""skycap.vm_ssh, its pure parts: user@host[:port] as a stage file writes a VM host, and the
+"""skycap.vm.hosts, its pure parts: user@host[:port] as a stage file writes a VM host, and the
 known_hosts details (revoked keys, the [host]:port name, which files ssh_config names)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skycap.vm_ssh import (HostUnreachable, _known_hosts_name, _revoked_keys, _user_known_hosts_files,
+from skycap.vm.hosts import (HostUnreachable, _known_hosts_name, _revoked_keys, _user_known_hosts_files,
                            parse_host)
 
 

@@ -35,11 +35,11 @@ def attached_command(folder: str, argv: list[str]) -> str:
 
 
 def run_attached(host, folder: str, argv: list[str], out, err, stop: threading.Event) -> int | None:
-    """Run argv in folder on an open vm_ssh.HostConnection; feed its stdout and stderr to `out` and
+    """Run argv in folder on an open skycap.vm.hosts.HostConnection; feed its stdout and stderr to `out` and
     `err` (output.Lines or output.Raw); return the exit code, or None when `stop` was set first."""
     import paramiko
 
-    from skycap.vm_ssh import HostUnreachable
+    from skycap.vm.hosts import HostUnreachable
 
     channel = None
     try:

@@ -134,7 +134,7 @@ class Doctor:
     # ----- files -----
 
     def templates(self) -> Check:
-        from skycap.render import RenderInput, render_stage
+        from skycap.project.render import RenderInput, render_stage
 
         stage = self.stage
         if not stage.services:
@@ -163,7 +163,7 @@ class Doctor:
 
     def cluster_checks(self) -> list[Check]:
         """kubeconfig, context, API server; then namespace, rights and lock (or skipped)."""
-        from skycap.kube import api_client, kubeconfig_path
+        from skycap.cluster.kube import api_client, kubeconfig_path
 
         stage = self.stage
         path = kubeconfig_path(stage) or os.path.expanduser("~/.kube/config")
@@ -203,7 +203,7 @@ class Doctor:
     def server_version(self) -> str:
         from kubernetes import client
 
-        from skycap.kube import unreachable
+        from skycap.cluster.kube import unreachable
 
         try:
             response = client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=(5, 10))
@@ -295,7 +295,7 @@ class Doctor:
         """The kubeconfig's user of the stage's context, to name in a fix."""
         import yaml
 
-        from skycap.kube import kubeconfig_path
+        from skycap.cluster.kube import kubeconfig_path
 
         try:
             config = yaml.safe_load(Path(kubeconfig_path(self.stage) or os.path.expanduser("~/.kube/config"))
@@ -307,7 +307,7 @@ class Doctor:
             return "your account"
 
     def lock(self) -> list[Check]:
-        from skycap.lock import read_lock
+        from skycap.cluster.lock import read_lock
 
         info = read_lock(self.api, self.stage.namespace, self.stage.name)
         if info is None:
@@ -319,7 +319,7 @@ class Doctor:
                       f"wait for it to finish; if its holder is gone, skycap unlock {self.stage.name}")]
 
     def kubectl_version(self) -> Check:
-        from skycap.kubectl import find_kubectl
+        from skycap.cluster.kubectl import find_kubectl
         from skycap.proc import run
 
         try:
@@ -334,7 +334,7 @@ class Doctor:
     # ----- the other sources -----
 
     def mercurial(self) -> Check:
-        from skycap.revision import reach
+        from skycap.sources.mercurial import reach
 
         try:
             return Check("mercurial", OK, reach(self.stage.hg_source))
@@ -342,7 +342,7 @@ class Doctor:
             return failed_check("mercurial", exc)
 
     def registry(self) -> Check:
-        from skycap.registry import Registry, image_digests, registry_name
+        from skycap.sources.registry import Registry, image_digests, registry_name
 
         stage = self.stage
         name = registry_name(stage.registry)
@@ -360,7 +360,7 @@ class Doctor:
 
     def vm_hosts(self) -> list[Check]:
         """Every host of every VM service, reached at once with its host key checked."""
-        from skycap import vm as vms
+        from skycap.vm import deploy as vms
 
         jobs = []
         for service in self.stage.vm.values():
@@ -377,7 +377,7 @@ class Doctor:
 
 
 def _reach_host(name: str, host, options) -> Check:
-    from skycap.vm_ssh import HostConnection, VmHostError
+    from skycap.vm.hosts import HostConnection, VmHostError
 
     if options is None:
         return failed_check(name, host)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from skycap.redact import MASK
+from skycap.cluster.redact import MASK
 
 # Lines every deploy changes by itself: they do not make an object "changed". A Secret's
-# last-applied annotation arrives masked (skycap.redact): its lines then start with the mask.
+# last-applied annotation arrives masked (skycap.cluster.redact): its lines then start with the mask.
 BOOKKEEPING = ("skycap.io/release:", "skycap.io/node:", "kubectl.kubernetes.io/last-applied-configuration",
                '{"apiVersion"', "generation:", "resourceVersion:", "time:", "f:skycap.io/", MASK)
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")

@@ -65,7 +65,7 @@ class Endpoint:
 def api_get(session, path: str, query: dict, timeout: float | None = None) -> bytes:
     """The body of GET path?query; ApiRefused for an error status, OSError (or the client's HTTPError)
     when the server cannot be reached."""
-    from skycap.kube import api_timeout
+    from skycap.cluster.kube import api_timeout
 
     timeout = timeout or api_timeout()
     endpoint = _endpoint(session)
@@ -87,7 +87,7 @@ def api_get_json(session, what: str, path: str, query: dict):
     except Exception as exc:  # noqa: BLE001 - OSError, ssl errors, or the client's urllib3 HTTPError
         if not _is_connection_error(exc):
             raise
-        from skycap.kube import unreachable
+        from skycap.cluster.kube import unreachable
 
         raise unreachable(session.stage, exc) from None
 
@@ -122,7 +122,7 @@ def _endpoint(session):
 
 def plain_endpoint(stage) -> Endpoint | None:
     from skycap import yamlio
-    from skycap.kube import kubeconfig_path
+    from skycap.cluster.kube import kubeconfig_path
 
     path = Path(kubeconfig_path(stage) or os.path.expanduser("~/.kube/config"))
     try:

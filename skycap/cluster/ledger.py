@@ -20,9 +20,9 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from skycap.cluster.kube import drained
 from skycap.errors import BadInput, LockLost
-from skycap.kube import drained
-from skycap.render import MANAGED_BY, STAGE_LABEL
+from skycap.project.render import MANAGED_BY, STAGE_LABEL
 
 STATUSES = ("pending", "deployed", "failed", "rolled-back", "superseded", "interrupted", "recorded")
 KINDS = ("deploy", "rollback", "scale", "unlock", "restart")

@@ -1,7 +1,7 @@
 """Watching applied objects until each one succeeds, fails or times out.
 
 The rules per kind are in rollout_rules (pure functions on plain dicts), the watch threads in
-rollout_watch. This module runs the loop, gathers the evidence for a failure (events, log
+watch. This module runs the loop, gathers the evidence for a failure (events, log
 tails) and words the progress lines and the failure report.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
 
-from skycap import rollout_rules as rules
+from skycap.cluster import rollout_rules as rules
 
 SUCCEEDED, FAILED, WAITING, TIMEOUT = rules.SUCCEEDED, rules.FAILED, rules.WAITING, rules.TIMEOUT
 TERMINAL = (SUCCEEDED, FAILED, TIMEOUT)
@@ -81,7 +81,7 @@ def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeo
     lock is lost (lock_lost() says so).
 
     Failed and timed-out outcomes carry their recent events and log tails; cancelled ones stay "waiting"."""
-    from skycap.rollout_watch import Feed  # imports the kubernetes client, slow to import: only when needed
+    from skycap.cluster.watch import Feed  # imports the kubernetes client, slow to import: only when needed
 
     deadline = time.monotonic() + timeout
     feed = Feed(api_client, namespace, rules.watched_kinds(t.kind for t in targets))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from skycap.errors import BadInput, Interrupted
-from skycap.ops.targets import find_service
+from skycap.commands.running.targets import find_service
 from skycap.session import (
     DeployState,
     Phases,
@@ -43,7 +43,7 @@ def restart(run, stage_name: str, names: list[str], *, timeout=None, accept_new_
             raise BadInput(f"vm {vm.name} has no restart command to run", "add restart: to its block in the stage file")
     note = "restart " + " ".join(t.name for t in targets)
     phases = Phases(run, stage_name)
-    from skycap.lock import StageLock
+    from skycap.cluster.lock import StageLock
 
     lock = StageLock(session.api, stage.namespace, stage.name, purpose=note, ttl=lock_ttl())
     session.lock = lock  # every change below checks that it is still held
@@ -66,7 +66,7 @@ def restart(run, stage_name: str, names: list[str], *, timeout=None, accept_new_
 
 def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeout: float,
                    accept_new_host_keys: bool) -> int:
-    from skycap.apply import apply_objects, rendered_from_manifests, watch
+    from skycap.cluster.apply import apply_objects, rendered_from_manifests, watch
     from skycap.yamlio import dump_all
 
     ledger, stage = session.ledger, session.stage
@@ -99,7 +99,7 @@ def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeo
 
 def mark_restarted(objects: list[dict], services: list[str], moment: datetime, number: int) -> list[dict]:
     """Stamp restartedAt on the pod template of each named service's workloads (in place); return those."""
-    from skycap.render import SERVICE_LABEL
+    from skycap.project.render import SERVICE_LABEL
 
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     changed, seen = [], set()
@@ -118,7 +118,7 @@ def mark_restarted(objects: list[dict], services: list[str], moment: datetime, n
 
 
 def restart_hosts(session, state, phases, vm, accept_new_host_keys: bool) -> None:
-    from skycap import vm as vms
+    from skycap.vm import deploy as vms
 
     with phases.phase(f"restart {vm.name} on {len(vm.hosts)} host(s), {vm.parallel} at a time"):
         try:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 
 from skycap.errors import BadInput, SkycapError
-from skycap.render import SERVICE_LABEL, STAGE_LABEL
+from skycap.project.render import SERVICE_LABEL, STAGE_LABEL
 from skycap.session import call_api
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -37,7 +37,7 @@ def selector(stage, service: str) -> str:
 
 def list_pods(session, service: str) -> list[dict]:
     """The service's pods, as the API returns them (plain dicts), sorted by name."""
-    from skycap.ops.rest import api_get_json
+    from skycap.commands.running.rest import api_get_json
 
     pods = api_get_json(session, "list pods", f"/api/v1/namespaces/{session.stage.namespace}/pods",
                         {"labelSelector": selector(session.stage, service)})

@@ -18,10 +18,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from skycap.commands.running.output import LinePrinter, Lines, sink
+from skycap.commands.running.remote import UNREACHABLE
+from skycap.commands.running.targets import find_service, is_ready, is_running, list_pods, no_pods, of_current_release, short_name
 from skycap.errors import BadInput, SkycapError
-from skycap.ops.output import LinePrinter, Lines, sink
-from skycap.ops.remote import UNREACHABLE
-from skycap.ops.targets import find_service, is_ready, is_running, list_pods, no_pods, of_current_release, short_name
 from skycap.session import open_stage
 
 POD_PARALLEL = 8  # pods at a time with --all
@@ -124,7 +124,7 @@ def run_kubectl(argv: list[str], prefix: str | None, out: LinePrinter, err: Line
 
 
 def _copy_stderr(stream, prefix: str | None, err: LinePrinter, log) -> None:
-    from skycap.kubectl import is_noise
+    from skycap.cluster.kubectl import is_noise
 
     def emit(line: bytes) -> None:
         text = line.decode("utf-8", "replace")
@@ -142,7 +142,7 @@ def _copy_stderr(stream, prefix: str | None, err: LinePrinter, log) -> None:
 # ----- VM hosts -----
 
 def exec_on_hosts(session, vm, command: list[str], all_hosts: bool) -> int:
-    from skycap import vm as vms
+    from skycap.vm import deploy as vms
 
     options = vms.ssh_options(vm, project_root=session.stage.project.root)
     folder = f"{vm.deploy_to}/current"
@@ -184,8 +184,8 @@ def _on_first_reachable_host(screen, vm, options, folder: str, command: list[str
 
 def _run_on_host(host: str, options, folder: str, command: list[str], out: LinePrinter, err: LinePrinter,
                  stop: threading.Event, prefix: str | None) -> Outcome:
-    from skycap.ops.remote import run_attached
-    from skycap.vm_ssh import HostConnection, VmHostError
+    from skycap.commands.running.remote import run_attached
+    from skycap.vm.hosts import HostConnection, VmHostError
 
     try:
         connection = HostConnection(host, options).open()

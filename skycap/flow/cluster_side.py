@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 
+from skycap.cluster.kube import drained
 from skycap.errors import BadInput, SkycapError
-from skycap.kube import drained
 from skycap.session import StageSession, call_api, lock_ttl, mark_dead_releases, prefetch
 
 
@@ -53,7 +53,7 @@ class ClusterSide:
             from kubernetes import client, config  # noqa: F401 - see client_imported
         finally:
             self.client_imported.set()
-        from skycap.lock import StageLock
+        from skycap.cluster.lock import StageLock
 
         session, stage = self.session, self.session.stage
         self.namespace_uid = ensure_namespace(session)
@@ -96,7 +96,7 @@ def ensure_namespace(session: StageSession) -> str | None:
     if not stage.create_namespace:
         raise BadInput(f"namespace {stage.namespace} does not exist",
                        "create it, or set kubernetes.create_namespace: true in the stage file")
-    from skycap.render import MANAGED_BY, STAGE_LABEL
+    from skycap.project.render import MANAGED_BY, STAGE_LABEL
 
     body = {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}}
     try:

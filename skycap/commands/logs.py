@@ -10,9 +10,9 @@ import re
 import threading
 from dataclasses import dataclass
 
+from skycap.commands.running.output import LinePrinter, sink
+from skycap.commands.running.targets import api_message, find_service, list_pods, no_pods, source_name
 from skycap.errors import BadInput, SkycapError
-from skycap.ops.output import LinePrinter, sink
-from skycap.ops.targets import api_message, find_service, list_pods, no_pods, source_name
 from skycap.session import open_stage
 
 DEFAULT_VM_TAIL = 100  # log files on hosts are never rotated by Skycap: all of one can be huge
@@ -79,7 +79,7 @@ def read_pod_logs(session, service: str, options: LogOptions, printer: LinePrint
             raise BadInput(f"no container of service {service} has ended before, so there is no previous "
                            "instance to show", "drop --previous for the running ones")
         raise no_pods(session, service, pods, "running")
-    from skycap.ops.rest import api_get
+    from skycap.commands.running.rest import api_get
 
     def read(source):
         pod, container = source
@@ -130,7 +130,7 @@ def _time_key(line: bytes) -> tuple[bytes, bytes]:
 def _reason(exc: BaseException) -> str:
     if getattr(exc, "status", None) and hasattr(exc, "body"):  # the API server's refusal (ApiRefused, ApiException)
         return api_message(exc)
-    from skycap.kube import short_reason
+    from skycap.cluster.kube import short_reason
 
     return short_reason(exc)
 
@@ -163,7 +163,7 @@ class PodFollower:
         self.stopped = threading.Event()
 
     def run(self) -> int:
-        from skycap.rollout_watch import Feed
+        from skycap.cluster.watch import Feed
 
         pods = list_pods(self.session, self.service)
         if not any(containers_with_logs(pod, False) for pod in pods):
@@ -183,7 +183,7 @@ class PodFollower:
 
     def follow_changes(self, pods: list[dict]) -> None:
         stage = self.session.stage
-        from skycap.render import SERVICE_LABEL, STAGE_LABEL
+        from skycap.project.render import SERVICE_LABEL, STAGE_LABEL
 
         mine = [pod for pod in pods if (pod["metadata"].get("labels") or {}).get(STAGE_LABEL) == stage.name
                 and pod["metadata"]["labels"].get(SERVICE_LABEL) == self.service]
@@ -280,7 +280,7 @@ def vm_logs(session, vm, options: LogOptions, printer: LinePrinter) -> int:
     jobs = [(host, path) for host in vm.hosts for path in vm.log_files]
 
     def tail_file(host: str, connection, path: str) -> None:
-        from skycap.ops.remote import run_attached
+        from skycap.commands.running.remote import run_attached
 
         prefix = host if len(vm.log_files) == 1 else f"{host} {path}"
         argv = ["tail", "-n", tail, *(["-F"] if options.follow else []), "--", path]
@@ -307,8 +307,8 @@ def vm_logs(session, vm, options: LogOptions, printer: LinePrinter) -> int:
 
 def _on_host(session, vm, host: str, paths: list[str], work, failed: list[str]) -> None:
     """One connection to the host; work(host, connection, path) for each path on threads of their own."""
-    from skycap import vm as vms
-    from skycap.vm_ssh import HostConnection, VmHostError
+    from skycap.vm import deploy as vms
+    from skycap.vm.hosts import HostConnection, VmHostError
 
     try:
         connection = HostConnection(host, vms.ssh_options(vm, project_root=session.stage.project.root)).open()

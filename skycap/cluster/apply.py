@@ -40,7 +40,7 @@ def server_dry_run(session, rendered) -> None:
 
 def rejection_text(exc, rendered) -> str:
     """kubectl's complaint, with the template each named object came from."""
-    from skycap.kubectl import filter_output
+    from skycap.cluster.kubectl import filter_output
 
     lines = filter_output(exc.stderr).shown or [exc.stderr.strip()]
     text = "\n  ".join(lines)
@@ -74,7 +74,7 @@ def apply_objects(session, manifests: str) -> list[str]:
     try:
         return session.kubectl.apply(manifests, validate=False)
     except CommandFailed as exc:
-        from skycap.kubectl import filter_output
+        from skycap.cluster.kubectl import filter_output
 
         shown = "\n  ".join(filter_output(exc.stderr).shown) or exc.stderr.strip()
         raise DeployFailed(f"kubectl apply failed: {shown}") from None
@@ -83,7 +83,7 @@ def apply_objects(session, manifests: str) -> list[str]:
 
 
 def targets_of(rendered):
-    from skycap.rollout import Target
+    from skycap.cluster.rollout import Target
 
     watched = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Service"}
     return [Target(kind=m.kind, name=m.name, service=m.service or "") for m in rendered.manifests
@@ -91,7 +91,7 @@ def targets_of(rendered):
 
 
 def watch(session, state, phases, *, timeout: float, since) -> None:
-    from skycap.rollout import failure_report, wait_for_rollout
+    from skycap.cluster.rollout import failure_report, wait_for_rollout
 
     screen = session.run.screen
     progress = ProgressPrinter(screen)
@@ -128,7 +128,7 @@ class ProgressPrinter:
         self.drawn = 0
 
     def update(self, outcomes) -> None:
-        from skycap.rollout import render_progress
+        from skycap.cluster.rollout import render_progress
 
         if self.screen.quiet:
             return
@@ -149,7 +149,7 @@ class ProgressPrinter:
 
 
 def rendered_from_manifests(text: str):
-    from skycap.render import SERVICE_LABEL, Manifest, Rendered
+    from skycap.project.render import SERVICE_LABEL, Manifest, Rendered
 
     return Rendered([Manifest(obj, "(release)", (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL))
                      for obj in load_objects(text)])

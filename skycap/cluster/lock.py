@@ -24,17 +24,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from skycap.cluster.kube import drained
+from skycap.cluster.ledger import Ledger, Release, user_name, who_am_i
 from skycap.errors import BadInput, LockLost, StageLocked
-from skycap.kube import drained
-from skycap.ledger import Ledger, Release, user_name, who_am_i
-from skycap.render import MANAGED_BY, STAGE_LABEL
+from skycap.project.render import MANAGED_BY, STAGE_LABEL
 
 PURPOSE_ANNOTATION = "skycap.io/purpose"
 SINCE_ANNOTATION = "skycap.io/since"
 TOKEN_ANNOTATION = "skycap.io/lock-token"  # tells two holders with the same user@host:pid apart
 DEFAULT_TTL = 30.0
 WATCH_POLL_SECONDS = 0.5  # how often a lease being watched for expiry is read again
-log = logging.getLogger("skycap.lock")
+log = logging.getLogger("skycap.cluster.lock")
 
 
 @dataclass
@@ -214,7 +214,7 @@ class StageLock:
             try:
                 self._renew()
             except Exception as exc:  # noqa: BLE001 - keep trying: a blip must not end the renewals
-                from skycap.kube import short_reason
+                from skycap.cluster.kube import short_reason
 
                 self._last_error = f"last error: {short_reason(exc)}"
                 log.warning("renewing the lock of stage %s failed: %s", self.stage, short_reason(exc))

@@ -34,10 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from skycap import vm_remote as remote
 from skycap.errors import BadInput, DeployFailed, Interrupted, SkycapError
-from skycap.project import VmService
-from skycap.vm_ssh import HostConnection, HostKeyRefused, HostUnreachable, RemoteCommandFailed, SshOptions, VmHostError
+from skycap.project.config import VmService
+from skycap.vm import remote
+from skycap.vm.hosts import HostConnection, HostKeyRefused, HostUnreachable, RemoteCommandFailed, SshOptions, VmHostError
 
 EventCallback = Callable[[str, str], None]
 

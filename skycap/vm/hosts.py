@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skycap.errors import DeployFailed
-from skycap.project import HOST_RE, is_host
+from skycap.project.config import HOST_RE, is_host
 
 GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 _record_lock = threading.Lock()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from skycap.apply import apply_manifests, server_dry_run, watch
+from skycap.cluster.apply import apply_manifests, server_dry_run, watch
 from skycap.errors import BadInput, DeployFailed, Interrupted, LockLost, SkycapError
-from skycap.rollback import Rollback, readable_good_before
+from skycap.flow.rollback import Rollback, readable_good_before
 from skycap.session import (
     DeployState,
     Phases,
@@ -119,7 +119,7 @@ class Deploy:
     # ----- the steps -----
 
     def starting(self) -> None:
-        from skycap.cluster_side import ClusterSide
+        from skycap.flow.cluster_side import ClusterSide
 
         session, state = self.session, self.state
         self.cluster = ClusterSide(session, purpose=f"deploy rev={state.rev}")
@@ -204,8 +204,8 @@ def resolve_render_check(session, state, phases, cluster, image_check: bool, acc
     A full 40-digit node is rendered and checked at once while hg confirms it beside the checks,
     which report hg's verdict first. When no template reads `release`, the render and the checks do
     not wait for the stage lock either; the number is stamped on the objects once the lock gives it."""
-    from skycap.render import restamp_release, templates_see_release
-    from skycap.revision import predicted
+    from skycap.project.render import restamp_release, templates_see_release
+    from skycap.sources.mercurial import predicted
 
     stage, run, rev = session.stage, session.run, state.rev
     state.revision = predicted(rev, stage.image_tag)
@@ -310,7 +310,7 @@ def run_checks(session, state, image_check: bool, accept_new_host_keys: bool, co
 
 
 def resolve_revision(stage, rev: str):
-    from skycap.revision import resolve
+    from skycap.sources.mercurial import resolve
 
     return resolve(stage.hg_source, rev, stage.image_tag)
 
@@ -321,14 +321,14 @@ def check_images(stage, tag: str, client_imported=None) -> None:
     get a half-made module (requests imports itself in a circle)."""
     if client_imported is not None:
         client_imported.wait()
-    from skycap.registry import require_images
+    from skycap.sources.registry import require_images
 
     require_images(stage.registry, [(s.name, s.image, tag) for s in stage.services.values()],
                    stage.registry_insecure)
 
 
 def render(stage, revision, release_number: int):
-    from skycap.render import RenderInput, render_stage
+    from skycap.project.render import RenderInput, render_stage
 
     return render_stage(stage, RenderInput(node=revision.node, tag=revision.tag, rev=revision.rev,
                                            release=release_number))
@@ -346,7 +346,7 @@ def next_release_number(session: StageSession) -> int:
 
 def preflight_vms(stage, accept_new_host_keys: bool) -> None:
     """Reach every host before the first change: an unknown key or a dead host stops us here."""
-    from skycap import vm
+    from skycap.vm import deploy as vm
 
     for service in stage.vm.values():
         try:
@@ -369,8 +369,8 @@ class VmWork:
         import tempfile
         from pathlib import Path
 
-        from skycap import vm
-        from skycap.revision import archive
+        from skycap.sources.mercurial import archive
+        from skycap.vm import deploy as vm
 
         session, state = self.session, self.state
         stage, node = session.stage, state.revision.node
@@ -399,7 +399,7 @@ class VmWork:
                 self.state.vm_results[name] = vm_result_dict(self.guarded(name, deployment.go_live))
 
     def guarded(self, name: str, work):
-        from skycap import vm
+        from skycap.vm import deploy as vm
 
         try:
             return work()
@@ -428,7 +428,7 @@ def after_success(session, state, previous) -> None:
     does not; trim the ledger."""
     screen = session.run.screen
     try:
-        from skycap.prune import prune_removed
+        from skycap.cluster.prune import prune_removed
 
         _, gone, skipped = call_api(session, "ledger", previous.result)
         for problem in skipped:
@@ -448,7 +448,7 @@ def after_success(session, state, previous) -> None:
 def previous_and_gone(ledger, state, releases) -> tuple:
     """The last good release before this one that can be read, the (kind, name) of what it applied that
     this one does not, and the good releases skipped because they cannot be read (why, each)."""
-    from skycap.prune import gone_objects
+    from skycap.cluster.prune import gone_objects
 
     previous, skipped = readable_good_before(ledger, state.release.number, releases)
     return previous, gone_objects(previous, state.rendered, ledger.namespace), skipped
@@ -505,13 +505,13 @@ def deploy_plan(session, state, phases) -> int:
             raise
         except SkycapError as exc:
             raise BadInput(f"the cluster rejected the rendered manifests: {exc.message}") from None
-    from skycap.plan import classify_diff, plan_lines
+    from skycap.cluster.plan import classify_diff, plan_lines
 
     plan = classify_diff(state.rendered, text)
     for line in plan_lines(plan):
         run.screen.line(line)
     if session.stage.vm:
-        from skycap import vm
+        from skycap.vm import deploy as vm
 
         for service in session.stage.vm.values():
             run.screen.raw(vm.describe_plan(service, vm.plan(service, state.revision.node)))

@@ -5,15 +5,32 @@ A constant number of API calls whatever the number of services: one list per kin
 from __future__ import annotations
 
 from skycap.errors import SkycapError
-from skycap.render import CONFIG_HASH_ANNOTATION, SERVICE_LABEL, STAGE_LABEL
+from skycap.project.render import CONFIG_HASH_ANNOTATION, SERVICE_LABEL, STAGE_LABEL
+from skycap.session import emit_json, open_stage
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def status(run, stage_name: str) -> int:
+    session = open_stage(run, stage_name)
+    report = collect_status(session)
+    if session.stage.environment is not None:
+        from skycap.environments.commands import print_environment, status_extra
+
+        report["environment"] = status_extra(session)
+    if run.output == "json":
+        emit_json(report)
+    else:
+        print_status(run.screen, report)
+        if "environment" in report:
+            print_environment(report["environment"])
+    return 0
 
 
 def collect_status(session) -> dict:
     from kubernetes import client
 
-    from skycap.lock import read_lock
+    from skycap.cluster.lock import read_lock
     from skycap.session import call_api, load_objects
 
     stage, api = session.stage, session.api
@@ -111,7 +128,7 @@ def release_summary(release) -> dict | None:
 def vm_status(session) -> dict:
     if not session.stage.vm:
         return {}
-    from skycap import vm
+    from skycap.vm import deploy as vm
 
     report = {}
     for name, service in session.stage.vm.items():

@@ -11,7 +11,7 @@ PRUNE_ANNOTATION = "skycap.io/prune"
 
 def gone_objects(previous, rendered, namespace: str) -> list[tuple[str, str]]:
     """(kind, name) of what `previous` (a release read from the ledger) applied that `rendered` does not."""
-    from skycap.ledger import checked_objects
+    from skycap.cluster.ledger import checked_objects
 
     if not rendered or not rendered.manifests or previous is None or not previous.manifests:
         return []  # never prune from an empty render
@@ -43,7 +43,7 @@ def prune_left_behind(session, rendered, releases) -> None:
 
 
 def prune_removed(session, gone: list[tuple[str, str]]) -> None:
-    from skycap.render import STAGE_LABEL
+    from skycap.project.render import STAGE_LABEL
 
     if not gone:
         return
@@ -67,8 +67,8 @@ def prune_removed(session, gone: list[tuple[str, str]]) -> None:
 
 def kept_because(obj: dict, stage: str) -> str | None:
     """Why a live object that left the stage is not deleted, or None."""
-    from skycap.ledger import PART_TYPE, RELEASE_TYPE
-    from skycap.lock import lease_name
+    from skycap.cluster.ledger import PART_TYPE, RELEASE_TYPE
+    from skycap.cluster.lock import lease_name
 
     kind, name = obj["kind"], obj["metadata"]["name"]
     if kind == "PersistentVolumeClaim":

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from skycap.apply import apply_manifests, rendered_from_manifests, watch
+from skycap.cluster.apply import apply_manifests, rendered_from_manifests, watch
 from skycap.errors import BadInput, Interrupted
-from skycap.ledger import GOOD_STATUSES, restorable
-from skycap.prune import prune_left_behind
+from skycap.cluster.ledger import GOOD_STATUSES, restorable
+from skycap.cluster.prune import prune_left_behind
 from skycap.session import (
     DeployState,
     Phases,
@@ -134,7 +134,7 @@ class Rollback:
             ledger.update_if(replaced, lambda standing: standing.status in GOOD_STATUSES)  # superseded just now
 
     def take_lock_and_choose(self) -> None:
-        from skycap.lock import StageLock
+        from skycap.cluster.lock import StageLock
 
         session, stage, run = self.session, self.session.stage, self.session.run
         lock = StageLock(session.api, stage.namespace, stage.name, purpose="rollback", ttl=lock_ttl(),
@@ -185,7 +185,7 @@ def readable_good_before(ledger, number: int, releases=None) -> tuple:
 
 def check_vm_target(session, target, accept_new_host_keys) -> None:
     """Before any change: each VM release `target` recorded is still on every host (BadInput, exit 2, else)."""
-    from skycap import vm
+    from skycap.vm import deploy as vm
 
     stage = session.stage
     for name, service in stage.vm.items():
@@ -199,7 +199,7 @@ def rollback_vms(session, target, state, phases, accept_new_host_keys) -> None:
     """Switch every host back to the release's VM release (or each host's previous one)."""
     if not session.stage.vm:
         return
-    from skycap import vm
+    from skycap.vm import deploy as vm
 
     stage = session.stage
     for name, service in stage.vm.items():

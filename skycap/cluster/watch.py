@@ -12,8 +12,8 @@ import time
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
-from skycap.kube import short_reason
-from skycap.rollout_rules import View
+from skycap.cluster.kube import short_reason
+from skycap.cluster.rollout_rules import View
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skycap.cluster.redact import redact
 from skycap.errors import BadInput, CommandFailed, SkycapError
 from skycap.proc import captured
-from skycap.redact import redact
 
 KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]")
 NOISE = [
