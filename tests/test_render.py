@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from skycap.cluster.labels import CONFIG_HASH_ANNOTATION
 from skycap.errors import BadInput
 from skycap.project.config import Project
-from skycap.project.render import CONFIG_HASH_ANNOTATION, RenderInput, render_stage, restamp_release, templates_see_release
+from skycap.project.render import RenderInput, render_stage, restamp_release, templates_see_release
 
 ROOT = Path(__file__).resolve().parent.parent
 REVISION = RenderInput(node="a" * 40, tag="aaaaaaaaaaaa", rev="tip", release=7)

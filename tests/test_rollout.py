@@ -10,6 +10,7 @@ import pytest
 
 from skycap.cluster import rollout
 from skycap.cluster import rollout_rules as rules
+from skycap.cluster.labels import DEPLOYMENT_REVISION
 from skycap.cluster.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -27,14 +28,14 @@ def meta(name, kind, uid=None, owner=None, generation=1, **extra):
 
 
 def dep(replicas=2, generation=2, observed=2, updated=2, total=2, available=2, revision="2", conditions=()):
-    return {**meta("web", "Deployment", generation=generation, annotations={rules.REVISION: revision}),
+    return {**meta("web", "Deployment", generation=generation, annotations={DEPLOYMENT_REVISION: revision}),
             "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app": "web"}}}},
             "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total,
                        "availableReplicas": available, "conditions": list(conditions)}}
 
 
 def rs(owner, revision, name=None, available=0):
-    return {**meta(name or f"web-r{revision}", "ReplicaSet", owner=owner, annotations={rules.REVISION: revision}),
+    return {**meta(name or f"web-r{revision}", "ReplicaSet", owner=owner, annotations={DEPLOYMENT_REVISION: revision}),
             "status": {"availableReplicas": available}}
 
 

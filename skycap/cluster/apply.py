@@ -149,7 +149,8 @@ class ProgressPrinter:
 
 
 def rendered_from_manifests(text: str):
-    from skycap.project.render import SERVICE_LABEL, Manifest, Rendered
+    from skycap.cluster.labels import SERVICE_LABEL
+    from skycap.project.render import Manifest, Rendered
 
     return Rendered([Manifest(obj, "(release)", (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL))
                      for obj in load_objects(text)])

@@ -20,9 +20,17 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from skycap.cluster.labels import (
+    DIGEST_ANNOTATION,
+    MANAGED_BY,
+    PART_LABEL,
+    PARTS_ANNOTATION,
+    RELEASE_LABEL,
+    STAGE_LABEL,
+    STATUS_LABEL,
+)
 from skycap.cluster.kube import drained
 from skycap.errors import BadInput, LockLost
-from skycap.project.render import MANAGED_BY, STAGE_LABEL
 
 STATUSES = ("pending", "deployed", "failed", "rolled-back", "superseded", "interrupted", "recorded")
 KINDS = ("deploy", "rollback", "scale", "unlock", "restart")
@@ -31,11 +39,6 @@ DEFAULT_KEEP = 20
 
 RELEASE_TYPE = "skycap.io/release"
 PART_TYPE = "skycap.io/release-part"
-RELEASE_LABEL = "skycap.io/release"
-STATUS_LABEL = "skycap.io/status"
-PART_LABEL = "skycap.io/release-part"
-PARTS_ANNOTATION = "skycap.io/manifest-parts"
-DIGEST_ANNOTATION = "skycap.io/manifest-sha256"
 DOCUMENT_KEY = "release.json"
 MANIFESTS_KEY = "manifests.gz"
 # A Secret holds at most 1 MiB of data; what is left over is room for release.json.

@@ -25,13 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from skycap.cluster.kube import drained
+from skycap.cluster.labels import MANAGED_BY, PURPOSE_ANNOTATION, SINCE_ANNOTATION, STAGE_LABEL, TOKEN_ANNOTATION
 from skycap.cluster.ledger import Ledger, Release, user_name, who_am_i
 from skycap.errors import BadInput, LockLost, StageLocked
-from skycap.project.render import MANAGED_BY, STAGE_LABEL
 
-PURPOSE_ANNOTATION = "skycap.io/purpose"
-SINCE_ANNOTATION = "skycap.io/since"
-TOKEN_ANNOTATION = "skycap.io/lock-token"  # tells two holders with the same user@host:pid apart
 DEFAULT_TTL = 30.0
 WATCH_POLL_SECONDS = 0.5  # how often a lease being watched for expiry is read again
 log = logging.getLogger("skycap.cluster.lock")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from skycap.cluster.labels import LAST_APPLIED, NODE_ANNOTATION, RELEASE_ANNOTATION
 from skycap.cluster.redact import MASK
 
 # Lines every deploy changes by itself: they do not make an object "changed". A Secret's
 # last-applied annotation arrives masked (skycap.cluster.redact): its lines then start with the mask.
-BOOKKEEPING = ("skycap.io/release:", "skycap.io/node:", "kubectl.kubernetes.io/last-applied-configuration",
+BOOKKEEPING = (f"{RELEASE_ANNOTATION}:", f"{NODE_ANNOTATION}:", LAST_APPLIED,
                '{"apiVersion"', "generation:", "resourceVersion:", "time:", "f:skycap.io/", MASK)
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
 

@@ -6,7 +6,7 @@ annotated `skycap.io/prune: "false"`, nor Skycap's own ledger and lock, whatever
 
 from __future__ import annotations
 
-PRUNE_ANNOTATION = "skycap.io/prune"
+from skycap.cluster.labels import PRUNE_ANNOTATION, STAGE_LABEL
 
 
 def gone_objects(previous, rendered, namespace: str) -> list[tuple[str, str]]:
@@ -43,8 +43,6 @@ def prune_left_behind(session, rendered, releases) -> None:
 
 
 def prune_removed(session, gone: list[tuple[str, str]]) -> None:
-    from skycap.project.render import STAGE_LABEL
-
     if not gone:
         return
     stage = session.stage.name

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 
+from skycap.cluster.labels import LAST_APPLIED
+
 MASK = "***"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _VALUES_BLOCK = re.compile(r"^(\s*)(data|stringData):\s*$")
 _ANNOTATION = re.compile(r"^(\s*)" + re.escape(LAST_APPLIED) + r":")
 _KEY_VALUE = re.compile(r"^(\s*[^:\s][^:]*:)(\s*)(.*)$")

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from skycap.cluster.labels import DEPLOYMENT_REVISION
+
 SUCCEEDED, FAILED, WAITING, TIMEOUT = "succeeded", "failed", "waiting", "timeout"
 
-REVISION = "deployment.kubernetes.io/revision"
 # Pull errors that retrying will not fix: the image or its repository does not exist.
 MISSING_IMAGE = ("not found", "manifest unknown", "pull access denied")
 # Any other pull error (auth, network) gets this long, counted from the pod's creation, to clear up.
@@ -278,10 +279,10 @@ def newest_replica_set(dep: dict, view: View) -> dict | None:
     owned = view.owned_by("ReplicaSet", dep)
     if not owned:
         return None
-    newest = max(owned, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, 0)))
+    newest = max(owned, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(DEPLOYMENT_REVISION, 0)))
     # Until the controller has created the new ReplicaSet, the newest one is the previous revision's.
-    wanted = (dep["metadata"].get("annotations") or {}).get(REVISION)
-    have = (newest["metadata"].get("annotations") or {}).get(REVISION)
+    wanted = (dep["metadata"].get("annotations") or {}).get(DEPLOYMENT_REVISION)
+    have = (newest["metadata"].get("annotations") or {}).get(DEPLOYMENT_REVISION)
     return newest if wanted is None or wanted == have else None
 
 

@@ -183,7 +183,7 @@ class PodFollower:
 
     def follow_changes(self, pods: list[dict]) -> None:
         stage = self.session.stage
-        from skycap.project.render import SERVICE_LABEL, STAGE_LABEL
+        from skycap.cluster.labels import SERVICE_LABEL, STAGE_LABEL
 
         mine = [pod for pod in pods if (pod["metadata"].get("labels") or {}).get(STAGE_LABEL) == stage.name
                 and pod["metadata"]["labels"].get(SERVICE_LABEL) == self.service]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from skycap.errors import BadInput, Interrupted
+from skycap.cluster.labels import RESTARTED_AT, SERVICE_LABEL
 from skycap.commands.running.targets import find_service
+from skycap.errors import BadInput, Interrupted
 from skycap.session import (
     DeployState,
     Phases,
@@ -28,7 +29,6 @@ from skycap.session import (
     vm_result_dict,
 )
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # kubectl's own: the same restart, whoever asks
 RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
 
 
@@ -99,8 +99,6 @@ def restart_locked(session, phases, pods: list[str], vms: list, note: str, timeo
 
 def mark_restarted(objects: list[dict], services: list[str], moment: datetime, number: int) -> list[dict]:
     """Stamp restartedAt on the pod template of each named service's workloads (in place); return those."""
-    from skycap.project.render import SERVICE_LABEL
-
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     changed, seen = [], set()
     for obj in objects:

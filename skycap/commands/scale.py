@@ -70,7 +70,7 @@ def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:
 
 def scale_objects(objects: list[dict], counts: dict[str, int]) -> list[dict]:
     """Set spec.replicas on each named service's Deployments/StatefulSets (in place); return those."""
-    from skycap.project.render import SERVICE_LABEL
+    from skycap.cluster.labels import SERVICE_LABEL
 
     scaled, seen = [], set()
     for obj in objects:

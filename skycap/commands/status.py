@@ -4,8 +4,8 @@ A constant number of API calls whatever the number of services: one list per kin
 
 from __future__ import annotations
 
+from skycap.cluster.labels import CONFIG_HASH_ANNOTATION, SERVICE_LABEL, STAGE_LABEL
 from skycap.errors import SkycapError
-from skycap.project.render import CONFIG_HASH_ANNOTATION, SERVICE_LABEL, STAGE_LABEL
 from skycap.session import emit_json, open_stage
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")

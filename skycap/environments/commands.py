@@ -332,7 +332,7 @@ def list_environments(run) -> int:
 def describe_cluster(cluster: Cluster) -> list[dict]:
     from kubernetes import client
 
-    from skycap.project.render import MANAGED_BY, NODE_ANNOTATION, STAGE_LABEL
+    from skycap.cluster.labels import MANAGED_BY, NODE_ANNOTATION, STAGE_LABEL
 
     namespaces, definitions = environment_namespaces(cluster)
     apps = client.AppsV1Api(cluster.api)

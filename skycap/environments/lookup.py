@@ -14,8 +14,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from skycap.cluster.labels import ENVIRONMENT_LABEL
 from skycap.environments.naming import ENV_NAME_RE, namespace_for
-from skycap.environments.stored import DEFINITION, ENVIRONMENT_LABEL, Environment, environment_stage
+from skycap.environments.stored import DEFINITION, Environment, environment_stage
 from skycap.errors import SkycapError
 
 

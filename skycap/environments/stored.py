@@ -17,13 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from skycap.cluster.labels import ENVIRONMENT_LABEL, MANAGED_BY, SOURCE_LABEL, SOURCE_NAMESPACE_LABEL
 from skycap.environments.naming import namespace_for, stage_name
 from skycap.errors import BadInput
 
 DEFINITION = "skycap-environment"  # the ConfigMap's name, in the environment's namespace
-ENVIRONMENT_LABEL = "skycap.io/environment"
-SOURCE_LABEL = "skycap.io/source-stage"
-SOURCE_NAMESPACE_LABEL = "skycap.io/source-namespace"
 FORBIDDEN_OVERRIDES = ("kubernetes", "env_replicas", "env_hosts")
 
 
@@ -54,8 +52,6 @@ class Environment:
         return parse_time(self.expires) - time.time()
 
     def labels(self) -> dict[str, str]:
-        from skycap.project.render import MANAGED_BY
-
         return {MANAGED_BY: "skycap", ENVIRONMENT_LABEL: self.stage_name, SOURCE_LABEL: self.stage,
                 SOURCE_NAMESPACE_LABEL: self.source_namespace}
 

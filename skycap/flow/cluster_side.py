@@ -96,7 +96,7 @@ def ensure_namespace(session: StageSession) -> str | None:
     if not stage.create_namespace:
         raise BadInput(f"namespace {stage.namespace} does not exist",
                        "create it, or set kubernetes.create_namespace: true in the stage file")
-    from skycap.project.render import MANAGED_BY, STAGE_LABEL
+    from skycap.cluster.labels import MANAGED_BY, STAGE_LABEL
 
     body = {"metadata": {"name": stage.namespace, "labels": {MANAGED_BY: "skycap", STAGE_LABEL: stage.name}}}
     try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from skycap.cluster.apply import apply_manifests, rendered_from_manifests, watch
-from skycap.errors import BadInput, Interrupted
 from skycap.cluster.ledger import GOOD_STATUSES, restorable
 from skycap.cluster.prune import prune_left_behind
+from skycap.errors import BadInput, Interrupted
 from skycap.session import (
     DeployState,
     Phases,

@@ -11,13 +11,13 @@ import queue
 import time
 from pathlib import Path
 
+from skycap.cluster.labels import SERVICE_NAME_LABEL
 from skycap.cluster.watch import Feed
 from skycap.errors import BadInput
 from skycap.lb.backends import Member
 from skycap.lb.config import LoadBalancer, PoolSpec
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 class PoolConfigError(BadInput):

@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skycap.cluster.labels import (
+    CONFIG_HASH_ANNOTATION,
+    MANAGED_BY,
+    NODE_ANNOTATION,
+    RELEASE_ANNOTATION,
+    SERVICE_LABEL,
+    STAGE_LABEL,
+)
 from skycap.errors import BadInput
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-STAGE_LABEL = "skycap.io/stage"
-SERVICE_LABEL = "skycap.io/service"
-RELEASE_ANNOTATION = "skycap.io/release"
-NODE_ANNOTATION = "skycap.io/node"
-CONFIG_HASH_ANNOTATION = "skycap.io/config-hash"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume",
                   "StorageClass", "PriorityClass", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
                   "APIService", "IngressClass", "RuntimeClass", "PodSecurityPolicy"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from skycap.cluster.labels import SERVICE_LABEL
 from skycap.commands.scale import scale_objects
 from skycap.errors import BadInput
-from skycap.project.render import SERVICE_LABEL
 
 
 def workload(kind: str, name: str, service: str | None, replicas: int = 2) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from skycap.cluster.redact import LAST_APPLIED, MASK, redact, redact_diff, redact_object
+from skycap.cluster.labels import LAST_APPLIED
+from skycap.cluster.redact import MASK, redact, redact_diff, redact_object
 
 
 def secret(**extra) -> dict:

@@ -8,10 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 
+from skycap.cluster.labels import (
+    CONFIG_HASH_ANNOTATION,
+    MANAGED_BY,
+    NODE_ANNOTATION,
+    RELEASE_ANNOTATION,
+    SERVICE_LABEL,
+    STAGE_LABEL,
+)
 from skycap.errors import BadInput
-from skycap.project.render import (CONFIG_HASH_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, RELEASE_ANNOTATION, SERVICE_LABEL,
-                           STAGE_LABEL, Manifest, Rendered, _add_config_hash, _check_object, _load_documents,
-                           check_collisions, config_hash, expose_node_port, restamp_release, stamp)
+from skycap.project.render import (Manifest, Rendered, _add_config_hash, _check_object, _load_documents,
+                                   check_collisions, config_hash, expose_node_port, restamp_release, stamp)
 
 STAGE = SimpleNamespace(name="staging", namespace="shop")
 REVISION = SimpleNamespace(node="f" * 40, tag="v1", rev="tip", release=7)

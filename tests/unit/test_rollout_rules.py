@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from skycap.cluster import rollout_rules as rules
+from skycap.cluster.labels import DEPLOYMENT_REVISION
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 PROBE = {"httpGet": {"path": "/", "port": 80}}
@@ -43,12 +44,12 @@ def check(target: dict, *others: dict) -> rules.Status:
 
 def deployment(revision="2", **status) -> dict:
     counts = dict(observedGeneration=1, replicas=2, updatedReplicas=2, availableReplicas=2)
-    return {**obj("Deployment", "web", annotations={rules.REVISION: revision}), "spec": {"replicas": 2},
+    return {**obj("Deployment", "web", annotations={DEPLOYMENT_REVISION: revision}), "spec": {"replicas": 2},
             "status": {**counts, **status}}
 
 
 def replica_set(owner: dict, revision: str, available=0) -> dict:
-    return {**obj("ReplicaSet", f"web-r{revision}", owner, annotations={rules.REVISION: revision}),
+    return {**obj("ReplicaSet", f"web-r{revision}", owner, annotations={DEPLOYMENT_REVISION: revision}),
             "status": {"availableReplicas": available}}
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from skycap.cluster.labels import DEPLOYMENT_REVISION, SERVICE_LABEL, STAGE_LABEL
 from skycap.errors import BadInput, SkycapError
-from skycap.project.render import SERVICE_LABEL, STAGE_LABEL
 from skycap.session import call_api
 
-REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
 
 @dataclass
@@ -81,7 +80,7 @@ def of_current_release(session, service: str, pods: list[dict]) -> list[dict]:
     newest: dict[str, tuple[int, str]] = {}  # deployment uid -> (revision, replicaset name)
     for rs in json.loads(response.data)["items"]:
         owner = _controller(rs)
-        revision = int((rs["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION, "0") or 0)
+        revision = int((rs["metadata"].get("annotations") or {}).get(DEPLOYMENT_REVISION, "0") or 0)
         if owner and (owner not in newest or revision > newest[owner][0]):
             newest[owner] = (revision, rs["metadata"]["name"])
     current = {name for _, name in newest.values()}
