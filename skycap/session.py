@@ -67,23 +67,6 @@ def open_stage(run, name: str) -> StageSession:
     return StageSession(run, stage)
 
 
-def call_api(session: StageSession, what: str, func, *args, **kwargs):
-    """A Kubernetes API call whose connection failure becomes a clear, typed error."""
-    from kubernetes.client.rest import ApiException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        return func(*args, **kwargs)
-    except HTTPError as exc:
-        from skycap.cluster.kube import unreachable
-
-        raise unreachable(session.stage, exc) from None
-    except ApiException as exc:
-        hint = ("the kubeconfig's user may lack RBAC rights in namespace " + session.stage.namespace
-                if exc.status in (401, 403) else None)
-        raise SkycapError(f"the Kubernetes API refused ({what}): {exc.status} {exc.reason}", hint) from None
-
-
 class Phases:
     """Prints each phase as it starts and keeps its timing for the summary and the log."""
 

@@ -88,18 +88,3 @@ def _context_names(path: str) -> list[str]:
     except (OSError, yaml.YAMLError):
         return []
     return [c.get("name", "?") for c in data.get("contexts") or []]
-
-
-def unreachable(stage, exc: BaseException) -> BadInput:
-    where = f"context {stage.context}" if stage.context else "the current kubeconfig context"
-    return BadInput(f"cannot reach the Kubernetes API ({where}): {short_reason(exc)}",
-                    "check the cluster is up and the kubeconfig points at it (skycap local-cluster status "
-                    "for the local one)")
-
-
-def short_reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "reason", None) or exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "certificate verify failed"):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

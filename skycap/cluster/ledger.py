@@ -20,6 +20,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from skycap.cluster.kube import drained
 from skycap.cluster.labels import (
     DIGEST_ANNOTATION,
     MANAGED_BY,
@@ -29,7 +30,6 @@ from skycap.cluster.labels import (
     STAGE_LABEL,
     STATUS_LABEL,
 )
-from skycap.cluster.kube import drained
 from skycap.errors import BadInput, LockLost
 
 STATUSES = ("pending", "deployed", "failed", "rolled-back", "superseded", "interrupted", "recorded")

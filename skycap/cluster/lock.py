@@ -211,7 +211,7 @@ class StageLock:
             try:
                 self._renew()
             except Exception as exc:  # noqa: BLE001 - keep trying: a blip must not end the renewals
-                from skycap.cluster.kube import short_reason
+                from skycap.cluster.errors import short_reason
 
                 self._last_error = f"last error: {short_reason(exc)}"
                 log.warning("renewing the lock of stage %s failed: %s", self.stage, short_reason(exc))

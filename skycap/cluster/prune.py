@@ -25,8 +25,8 @@ def prune_left_behind(session, rendered, releases) -> None:
     """After a rollback to what `rendered` holds: delete what `releases` (the failed release, the one the
     rollback replaced; None is skipped) applied and it does not, by prune's rules. A failure is a
     warning: the rollback itself worked."""
+    from skycap.cluster.errors import call_api
     from skycap.errors import SkycapError
-    from skycap.session import call_api
 
     ledger = session.ledger
     try:

@@ -12,7 +12,7 @@ import time
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
-from skycap.cluster.kube import short_reason
+from skycap.cluster.errors import short_reason
 from skycap.cluster.rollout_rules import View
 
 log = logging.getLogger(__name__)

@@ -203,7 +203,7 @@ class Doctor:
     def server_version(self) -> str:
         from kubernetes import client
 
-        from skycap.cluster.kube import unreachable
+        from skycap.cluster.errors import unreachable
 
         try:
             response = client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=(5, 10))

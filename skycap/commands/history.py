@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from skycap.session import call_api, emit_json, open_stage, print_table
+from skycap.cluster.errors import call_api
+from skycap.session import emit_json, open_stage, print_table
 
 
 def history(run, stage_name: str) -> int:

@@ -10,8 +10,9 @@ import re
 import threading
 from dataclasses import dataclass
 
+from skycap.cluster.errors import api_message
 from skycap.commands.running.output import LinePrinter, sink
-from skycap.commands.running.targets import api_message, find_service, list_pods, no_pods, source_name
+from skycap.commands.running.targets import find_service, list_pods, no_pods, source_name
 from skycap.errors import BadInput, SkycapError
 from skycap.session import open_stage
 
@@ -130,7 +131,7 @@ def _time_key(line: bytes) -> tuple[bytes, bytes]:
 def _reason(exc: BaseException) -> str:
     if getattr(exc, "status", None) and hasattr(exc, "body"):  # the API server's refusal (ApiRefused, ApiException)
         return api_message(exc)
-    from skycap.cluster.kube import short_reason
+    from skycap.cluster.errors import short_reason
 
     return short_reason(exc)
 

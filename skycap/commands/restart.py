@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from skycap.cluster.errors import call_api
 from skycap.cluster.labels import RESTARTED_AT, SERVICE_LABEL
 from skycap.commands.running.targets import find_service
 from skycap.errors import BadInput, Interrupted
 from skycap.session import (
     DeployState,
     Phases,
-    call_api,
     host_printer,
     interruptible,
     load_objects,

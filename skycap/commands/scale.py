@@ -5,18 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from skycap.cluster.apply import apply_objects, rendered_from_manifests, watch
+from skycap.cluster.errors import call_api
 from skycap.errors import BadInput, Interrupted
-from skycap.session import (
-    DeployState,
-    Phases,
-    call_api,
-    interruptible,
-    load_objects,
-    lock_ttl,
-    open_stage,
-    record,
-    recorded,
-)
+from skycap.session import DeployState, Phases, interruptible, load_objects, lock_ttl, open_stage, record, recorded
 
 
 def scale(run, stage_name: str, counts: dict[str, int], *, timeout=None) -> int:

@@ -30,8 +30,9 @@ def status(run, stage_name: str) -> int:
 def collect_status(session) -> dict:
     from kubernetes import client
 
+    from skycap.cluster.errors import call_api
     from skycap.cluster.lock import read_lock
-    from skycap.session import call_api, load_objects
+    from skycap.session import load_objects
 
     stage, api = session.stage, session.api
     ledger = session.ledger

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from skycap.session import call_api, open_stage
+from skycap.cluster.errors import call_api
+from skycap.session import open_stage
 
 
 def unlock(run, stage_name: str, *, force: bool = False) -> int:

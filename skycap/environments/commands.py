@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from skycap.cluster.errors import call_api
 from skycap.environments.lookup import (
     Cluster,
     find_environment,
@@ -25,7 +26,7 @@ from skycap.environments.stored import (
     utc_iso,
 )
 from skycap.errors import BadInput, RolloutTimeout, SkycapError, StageLocked
-from skycap.session import StageSession, call_api, emit_json, lock_ttl, print_table
+from skycap.session import StageSession, emit_json, lock_ttl, print_table
 
 ORPHAN_GRACE = 300  # seconds: an environment namespace without its definition, older than this, is an orphan
 POLL = 0.5
@@ -393,7 +394,7 @@ def environment_namespaces(cluster: Cluster) -> tuple[dict[str, dict], dict[str,
 def reason(exc: BaseException) -> str:
     if isinstance(exc, SkycapError):
         return exc.message
-    from skycap.cluster.kube import short_reason
+    from skycap.cluster.errors import short_reason
 
     return short_reason(exc)
 

@@ -98,7 +98,7 @@ def _read_candidate(cluster: Cluster, stage, name: str) -> tuple[Environment | N
     except SkycapError as exc:
         return None, f"{cluster.describe()}: {exc.message}"
     except Exception as exc:  # noqa: BLE001 - an unreachable cluster must not hide the others
-        from skycap.cluster.kube import short_reason
+        from skycap.cluster.errors import short_reason
 
         return None, f"{cluster.describe()}: {short_reason(exc)}"
     if env is None or env.name != name or not cluster.owns(env.stage, env.source_namespace):

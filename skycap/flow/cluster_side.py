@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import threading
 
+from skycap.cluster.errors import call_api
 from skycap.cluster.kube import drained
 from skycap.errors import BadInput, SkycapError
-from skycap.session import StageSession, call_api, lock_ttl, mark_dead_releases, prefetch
+from skycap.session import StageSession, lock_ttl, mark_dead_releases, prefetch
 
 
 class ClusterSide:

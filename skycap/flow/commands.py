@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import inspect
 
+from skycap.cluster.errors import call_api
 from skycap.errors import BadInput
 from skycap.flow.hooks import ProjectTasks, is_locked
-from skycap.session import call_api, lock_ttl, open_stage
+from skycap.session import lock_ttl, open_stage
 
 
 def task(run, stage_name: str, name: str, values: dict[str, str]) -> int:

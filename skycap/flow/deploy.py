@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from skycap.cluster.apply import apply_manifests, server_dry_run, watch
+from skycap.cluster.errors import call_api
 from skycap.errors import BadInput, DeployFailed, Interrupted, LockLost, SkycapError
 from skycap.flow.rollback import Rollback, readable_good_before
 from skycap.session import (
@@ -13,7 +14,6 @@ from skycap.session import (
     Phases,
     StageSession,
     as_failure,
-    call_api,
     emit_json,
     host_printer,
     interruptible,

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from skycap.cluster.apply import apply_manifests, rendered_from_manifests, watch
+from skycap.cluster.errors import call_api
 from skycap.cluster.ledger import GOOD_STATUSES, restorable
 from skycap.cluster.prune import prune_left_behind
 from skycap.errors import BadInput, Interrupted
 from skycap.session import (
     DeployState,
     Phases,
-    call_api,
     emit_json,
     host_printer,
     interruptible,

@@ -75,7 +75,7 @@ def api_get(session, path: str, query: dict, timeout: float | None = None) -> by
 
 
 def api_get_json(session, what: str, path: str, query: dict):
-    """api_get() as JSON, its failures as the errors a person can act on (as session.call_api gives)."""
+    """api_get() as JSON, its failures as the errors a person can act on (as skycap.cluster.errors.call_api gives)."""
     try:
         return json.loads(api_get(session, path, query))
     except ApiRefused as exc:
@@ -87,7 +87,7 @@ def api_get_json(session, what: str, path: str, query: dict):
     except Exception as exc:  # noqa: BLE001 - OSError, ssl errors, or the client's urllib3 HTTPError
         if not _is_connection_error(exc):
             raise
-        from skycap.cluster.kube import unreachable
+        from skycap.cluster.errors import unreachable
 
         raise unreachable(session.stage, exc) from None
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from skycap.cluster.errors import call_api
 from skycap.cluster.labels import DEPLOYMENT_REVISION, SERVICE_LABEL, STAGE_LABEL
 from skycap.errors import BadInput, SkycapError
-from skycap.session import call_api
 
 
 
@@ -130,11 +130,3 @@ def last_release(session) -> str:
     release = releases[0]
     note = f": {release.note[:300]}" if release.note else ""
     return f"the last release, {release.number} ({release.kind} rev={release.rev}), is {release.status}{note}"
-
-
-def api_message(exc) -> str:
-    """The API server's own words from an ApiException."""
-    try:
-        return json.loads(exc.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return f"{exc.status} {exc.reason}"
