@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from skycap.cluster import rollout
+from skycap.cluster import kinds, rollout
 from skycap.cluster import rollout_rules as rules
+from skycap.cluster.kinds import deployment as deployment_kind
+from skycap.cluster.kinds import pod as pod_kind
 from skycap.cluster.labels import DEPLOYMENT_REVISION
 from skycap.cluster.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
 
@@ -49,7 +51,7 @@ def pod(name, owner=None, waiting=None, message="", phase="Running", ready=False
 
 
 def check(obj, *others):
-    return rules.RULES[obj["kind"]].check(obj, rules.View.of(obj, *others), NOW)
+    return kinds.of(obj["kind"]).rollout(obj, rules.View.of(obj, *others), NOW)
 
 
 def test_the_view_knows_what_each_object_owns_as_it_changes():
@@ -137,21 +139,21 @@ def test_pods_without_a_readiness_probe_count_once_seen_ready_for_a_while():
     new = rs(d, "2", available=2)
     pods = [pod("web-a", new, ready=True), pod("web-b", new, ready=True)]
     settle = timedelta(seconds=rules.PROBELESS_SETTLE_SECONDS)
-    just_ready = rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
+    just_ready = deployment_kind.rollout(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
     assert (just_ready.state, just_ready.pods) == ("waiting", ["web-a", "web-b"])
     assert just_ready.reason == f"2 pods without a readiness probe: not yet seen Ready for {settle.seconds} s"
-    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
+    assert deployment_kind.rollout(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
     for probed in pods:
         probed["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8080}}
-    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
+    assert deployment_kind.rollout(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
 
 
 def test_a_pod_that_stops_being_ready_starts_its_settling_again():
     view = rules.View.of(pod("p", ready=True), seen=NOW - timedelta(seconds=10))
-    assert rules.pod(view.get("Pod", "p"), view, NOW).state == "succeeded"
+    assert pod_kind.rollout(view.get("Pod", "p"), view, NOW).state == "succeeded"
     view.set("Pod", pod("p", ready=False, restarts=1), seen=NOW - timedelta(seconds=2))
     view.set("Pod", pod("p", ready=True, restarts=1), seen=NOW - timedelta(seconds=1))
-    status = rules.pod(view.get("Pod", "p"), view, NOW)
+    status = pod_kind.rollout(view.get("Pod", "p"), view, NOW)
     assert (status.state, status.reason) == ("waiting", "pod p without a readiness probe: not yet seen Ready for "
                                                         f"{rules.PROBELESS_SETTLE_SECONDS:g} s")
     view.replace("Pod", [], seen=NOW)
@@ -215,8 +217,8 @@ def test_service_rule():
 
 
 def test_unknown_kinds_succeed_and_missing_objects_wait():
-    assert rules.evaluate("ConfigMap", "web-config", rules.View(), NOW).state == "succeeded"
-    assert rules.evaluate("Deployment", "web", rules.View({"Deployment": {}}), NOW).state == "waiting"
+    assert kinds.evaluate("ConfigMap", "web-config", rules.View(), NOW).state == "succeeded"
+    assert kinds.evaluate("Deployment", "web", rules.View({"Deployment": {}}), NOW).state == "waiting"
 
 
 def test_event_lines_keep_warnings_of_related_objects_counted():

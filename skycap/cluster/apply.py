@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import threading
 
+from skycap.cluster import kinds
 from skycap.errors import BadInput, DeployFailed, RolloutTimeout
 from skycap.session import load_objects
 
-EARLY_KINDS = ("CustomResourceDefinition", "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-               "ClusterRoleBinding", "ResourceQuota", "LimitRange", "PersistentVolumeClaim")
 
 
 def split_phases(rendered, namespace: str) -> tuple[str, str]:
@@ -20,8 +19,8 @@ def split_phases(rendered, namespace: str) -> tuple[str, str]:
     from skycap.yamlio import json_stream
 
     objects = [m for m in rendered.manifests if not (m.kind == "Namespace" and m.name == namespace)]
-    early = [m.obj for m in objects if m.kind in EARLY_KINDS]
-    rest = [m.obj for m in objects if m.kind not in EARLY_KINDS]
+    early = [m.obj for m in objects if kinds.of(m.kind).applied_early]
+    rest = [m.obj for m in objects if not kinds.of(m.kind).applied_early]
     return json_stream(early), json_stream(rest)
 
 
@@ -85,9 +84,8 @@ def apply_objects(session, manifests: str) -> list[str]:
 def targets_of(rendered):
     from skycap.cluster.rollout import Target
 
-    watched = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Service"}
     return [Target(kind=m.kind, name=m.name, service=m.service or "") for m in rendered.manifests
-            if m.kind in watched]
+            if kinds.of(m.kind).followed]
 
 
 def watch(session, state, phases, *, timeout: float, since) -> None:

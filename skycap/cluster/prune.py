@@ -6,6 +6,7 @@ annotated `skycap.io/prune: "false"`, nor Skycap's own ledger and lock, whatever
 
 from __future__ import annotations
 
+from skycap.cluster import kinds
 from skycap.cluster.labels import PRUNE_ANNOTATION, STAGE_LABEL
 
 
@@ -69,8 +70,8 @@ def kept_because(obj: dict, stage: str) -> str | None:
     from skycap.cluster.lock import lease_name
 
     kind, name = obj["kind"], obj["metadata"]["name"]
-    if kind == "PersistentVolumeClaim":
-        return "a volume claim: its data stays; delete it yourself when it is no longer needed"
+    if kinds.of(kind).kept_on_prune:
+        return kinds.of(kind).kept_on_prune
     if (obj["metadata"].get("annotations") or {}).get(PRUNE_ANNOTATION) == "false":
         return f'annotated {PRUNE_ANNOTATION}: "false"'
     if (kind == "Secret" and obj.get("type") in (RELEASE_TYPE, PART_TYPE)) or (kind == "Lease"

@@ -1,7 +1,7 @@
 """Watching applied objects until each one succeeds, fails or times out.
 
-The rules per kind are in rollout_rules (pure functions on plain dicts), the watch threads in
-watch. This module runs the loop, gathers the evidence for a failure (events, log
+The rules per kind are in kinds/ (pure functions on plain dicts, over rollout_rules), the watch
+threads in watch. This module runs the loop, gathers the evidence for a failure (events, log
 tails) and words the progress lines and the failure report.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
 
+from skycap.cluster import kinds
 from skycap.cluster import rollout_rules as rules
 
 SUCCEEDED, FAILED, WAITING, TIMEOUT = rules.SUCCEEDED, rules.FAILED, rules.WAITING, rules.TIMEOUT
@@ -84,7 +85,7 @@ def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeo
     from skycap.cluster.watch import Feed  # imports the kubernetes client, slow to import: only when needed
 
     deadline = time.monotonic() + timeout
-    feed = Feed(api_client, namespace, rules.watched_kinds(t.kind for t in targets))
+    feed = Feed(api_client, namespace, kinds.watched_kinds(t.kind for t in targets))
     feed.start()
     statuses = [rules.Status(WAITING, "waiting for the first list from the API server") for _ in targets]
     outcomes = [to_outcome(t, s) for t, s in zip(targets, statuses)]
@@ -96,7 +97,7 @@ def wait_for_rollout(api_client, namespace: str, targets: list[Target], *, timeo
                 now = datetime.now(timezone.utc)
                 # A verdict is final: a pod alternating between ErrImagePull and ImagePullBackOff is doomed in
                 # one state and not in the other.
-                statuses = [s if s.state in TERMINAL else rules.evaluate(t.kind, t.name, feed.view, now)
+                statuses = [s if s.state in TERMINAL else kinds.evaluate(t.kind, t.name, feed.view, now)
                             for t, s in zip(targets, statuses)]
                 latest = [to_outcome(t, s) for t, s in zip(targets, statuses)]
                 if latest != outcomes and on_change:
@@ -326,7 +327,7 @@ def failure_report(result: RolloutResult) -> str:
         for container, tail in o.logs.items():
             lines.append(f"  last {len(tail)} log lines of {container}:")
             lines += [f"    | {line}" for line in tail]
-        if not o.logs and o.kind in rules.RULES and o.kind != "Service":
+        if not o.logs and kinds.of(o.kind).runs_pods:
             lines.append("  logs: none could be read")
         sections.append("\n".join(lines))
     unfinished = [f"{o.kind} {o.name} ({o.reason})" if o.reason else f"{o.kind} {o.name}"

@@ -12,22 +12,12 @@ import time
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
+from skycap.cluster import kinds
 from skycap.cluster.errors import short_reason
 from skycap.cluster.rollout_rules import View
 
 log = logging.getLogger(__name__)
 
-# kind -> (API class, its namespaced list method)
-LISTERS = {
-    "Deployment": (client.AppsV1Api, "list_namespaced_deployment"),
-    "ReplicaSet": (client.AppsV1Api, "list_namespaced_replica_set"),
-    "StatefulSet": (client.AppsV1Api, "list_namespaced_stateful_set"),
-    "DaemonSet": (client.AppsV1Api, "list_namespaced_daemon_set"),
-    "Job": (client.BatchV1Api, "list_namespaced_job"),
-    "Pod": (client.CoreV1Api, "list_namespaced_pod"),
-    "Service": (client.CoreV1Api, "list_namespaced_service"),
-    "Endpoints": (client.CoreV1Api, "list_namespaced_endpoints"),
-}
 WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the last resourceVersion
 REQUEST_TIMEOUT = 15
 RETRY_SECONDS = 0.5
@@ -96,8 +86,8 @@ class Feed:
 
     # ----- the watch threads -----
     def _lister(self, kind: str):
-        api_class, method = LISTERS[kind]
-        return getattr(api_class(self.api_client), method)
+        api_class, method = kinds.of(kind).lister
+        return getattr(getattr(client, api_class)(self.api_client), method)
 
     def _run(self, kind: str) -> None:
         lister = self._lister(kind)

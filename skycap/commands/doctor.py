@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from skycap.cluster import kinds
 from skycap.errors import SkycapError
 from skycap.session import emit_json
 
@@ -24,18 +25,6 @@ MARKS = {OK: "ok", WARN: "warn", FAIL: "FAIL", SKIPPED: "skip"}
 PLACEHOLDER_NODE = "0" * 40
 ACCESS_REVIEWERS = 16
 
-# (API group, resource) of the kinds templates commonly make; others are guessed from the kind.
-RESOURCES = {
-    "Deployment": ("apps", "deployments"), "StatefulSet": ("apps", "statefulsets"),
-    "DaemonSet": ("apps", "daemonsets"), "ReplicaSet": ("apps", "replicasets"), "Job": ("batch", "jobs"),
-    "CronJob": ("batch", "cronjobs"), "Service": ("", "services"), "ConfigMap": ("", "configmaps"),
-    "Secret": ("", "secrets"), "ServiceAccount": ("", "serviceaccounts"),
-    "PersistentVolumeClaim": ("", "persistentvolumeclaims"), "Pod": ("", "pods"),
-    "Ingress": ("networking.k8s.io", "ingresses"), "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
-    "Role": ("rbac.authorization.k8s.io", "roles"), "RoleBinding": ("rbac.authorization.k8s.io", "rolebindings"),
-    "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
-    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
-}
 # What deploy, rollback and status do in the namespace besides applying the release's kinds:
 # (group, resource, verb, why).
 NEEDED = [
@@ -265,15 +254,15 @@ class Doctor:
     def applied_resources(self) -> list[tuple[str, str]]:
         """(group, resource) of each kind the templates make; a common set when they do not render."""
         self.rendered_ready.wait()
-        kinds = ({m.kind: m.obj.get("apiVersion", "") for m in self.rendered.manifests} if self.rendered
-                 else {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1"})
+        applied = ({m.kind: m.obj.get("apiVersion", "") for m in self.rendered.manifests} if self.rendered
+                   else {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1"})
         found = []
-        for kind, api_version in kinds.items():
+        for kind, api_version in applied.items():
             if kind == "Namespace":
                 continue
-            group = api_version.rpartition("/")[0]
-            plural = kind.lower() + ("es" if kind.lower().endswith("s") else "s")
-            found.append(RESOURCES.get(kind, (group, plural)))
+            known = kinds.KINDS.get(kind)
+            # a kind without a record: its group from its apiVersion, its resource guessed as kubectl's plural
+            found.append(known.api if known else (api_version.rpartition("/")[0], kinds.of(kind).api[1]))
         return found
 
     def allowed(self, group: str, resource: str, verb: str) -> bool:

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 from skycap.commands.running.output import LinePrinter, Lines, sink
 from skycap.commands.running.remote import UNREACHABLE
-from skycap.commands.running.targets import find_service, is_ready, is_running, list_pods, no_pods, of_current_release, short_name
+from skycap.commands.running.targets import (
+    find_service,
+    is_ready,
+    is_running,
+    list_pods,
+    no_pods,
+    of_current_release,
+    short_name,
+)
 from skycap.errors import BadInput, SkycapError
 from skycap.session import open_stage
 

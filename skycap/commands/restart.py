@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from skycap.cluster import kinds
 from skycap.cluster.errors import call_api
 from skycap.cluster.labels import RESTARTED_AT, SERVICE_LABEL
 from skycap.commands.running.targets import find_service
@@ -28,9 +29,6 @@ from skycap.session import (
     recorded,
     vm_result_dict,
 )
-
-RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
-
 
 def restart(run, stage_name: str, names: list[str], *, timeout=None, accept_new_host_keys=False) -> int:
     session = open_stage(run, stage_name)
@@ -103,8 +101,9 @@ def mark_restarted(objects: list[dict], services: list[str], moment: datetime, n
     changed, seen = [], set()
     for obj in objects:
         service = (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL)
-        if service in services and obj["kind"] in RESTARTABLE:
-            template = obj["spec"]["template"].setdefault("metadata", {})
+        kind = kinds.of(obj["kind"])
+        if service in services and kind.restartable:
+            template = kind.template_of(obj).setdefault("metadata", {})
             template.setdefault("annotations", {})[RESTARTED_AT] = stamp
             changed.append(obj)
             seen.add(service)

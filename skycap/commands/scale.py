@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from skycap.cluster import kinds
 from skycap.cluster.apply import apply_objects, rendered_from_manifests, watch
 from skycap.cluster.errors import call_api
 from skycap.errors import BadInput, Interrupted
@@ -66,8 +67,9 @@ def scale_objects(objects: list[dict], counts: dict[str, int]) -> list[dict]:
     scaled, seen = [], set()
     for obj in objects:
         service = (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL)
-        if service in counts and obj["kind"] in ("Deployment", "StatefulSet", "ReplicaSet"):
-            obj["spec"]["replicas"] = counts[service]
+        kind = kinds.of(obj["kind"])
+        if service in counts and kind.replicas is not None:
+            kind.write(obj, kind.replicas, counts[service])
             scaled.append(obj)
             seen.add(service)
     missing = sorted(set(counts) - seen)

@@ -4,11 +4,14 @@ A constant number of API calls whatever the number of services: one list per kin
 
 from __future__ import annotations
 
+import json
+
+from skycap.cluster import kinds
 from skycap.cluster.labels import CONFIG_HASH_ANNOTATION, SERVICE_LABEL, STAGE_LABEL
 from skycap.errors import SkycapError
 from skycap.session import emit_json, open_stage
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+SHOWN = (*kinds.WORKLOADS, kinds.of("ConfigMap"))  # what status compares with the current release
 
 
 def status(run, stage_name: str) -> int:
@@ -41,20 +44,20 @@ def collect_status(session) -> dict:
     if current is not None:
         current = ledger.get(current.number)
     selector = f"{STAGE_LABEL}={stage.name}"
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     live = {}
-    for kind, lister in (("Deployment", apps.list_namespaced_deployment),
-                         ("StatefulSet", apps.list_namespaced_stateful_set),
-                         ("DaemonSet", apps.list_namespaced_daemon_set),
-                         ("ConfigMap", core.list_namespaced_config_map)):
-        for item in call_api(session, kind, lister, stage.namespace, label_selector=selector).items:
-            live[(kind, item.metadata.name)] = item
+    for kind in SHOWN:
+        api_class, method = kind.lister
+        lister = getattr(getattr(client, api_class)(api), method)
+        response = call_api(session, kind.name, lister, stage.namespace, label_selector=selector,
+                            _preload_content=False)
+        for item in json.loads(response.data)["items"]:
+            live[(kind.name, item["metadata"]["name"])] = item
     recorded = load_objects(current.manifests) if current and current.manifests else []
     services = {name: service_row(name, current) for name in stage.services}
     for obj in recorded:
         kind, name = obj["kind"], obj["metadata"]["name"]
         service = (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL)
-        if service not in services or kind not in (*WORKLOAD_KINDS, "ConfigMap"):
+        if service not in services or kind not in (k.name for k in SHOWN):
             continue
         row = services[service]
         item = live.get((kind, name))
@@ -62,13 +65,13 @@ def collect_status(session) -> dict:
             row["drift"].append(f"{kind}/{name} was deleted")
             continue
         if kind == "ConfigMap":
-            if (item.data or {}) != (obj.get("data") or {}):
+            if (item.get("data") or {}) != (obj.get("data") or {}):
                 row["drift"].append(f"ConfigMap/{name} was edited")
             continue
         fill_workload(row, kind, name, obj, item)
     for (kind, name), item in live.items():
-        service = (item.metadata.labels or {}).get(SERVICE_LABEL)
-        if kind in WORKLOAD_KINDS and service in services and not services[service]["objects"]:
+        service = (item["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+        if kinds.of(kind) in kinds.WORKLOADS and service in services and not services[service]["objects"]:
             fill_workload(services[service], kind, name, None, item)
     report = {"stage": stage.name, "namespace": stage.namespace,
               "release": release_summary(current), "services": list(services.values()),
@@ -90,33 +93,37 @@ def service_row(name: str, current) -> dict:
             "ready": 0, "desired": 0, "objects": [], "drift": []}
 
 
-def fill_workload(row: dict, kind: str, name: str, recorded: dict | None, item) -> None:
-    spec, status = item.spec, item.status
-    if kind == "DaemonSet":
-        desired, ready = status.desired_number_scheduled or 0, status.number_ready or 0
-    else:
-        desired, ready = spec.replicas or 0, status.ready_replicas or 0
-    row["desired"] += desired
-    row["ready"] += ready
-    row["objects"].append(f"{kind}/{name}")
-    images = [c.image for c in item.spec.template.spec.containers]
+def fill_workload(row: dict, kind_name: str, name: str, recorded: dict | None, item: dict) -> None:
+    """The row of a service, with what one of its workloads runs (item, as listed) against the release."""
+    kind = kinds.of(kind_name)
+    row["desired"] += kind.read(item, kind.desired) or 0
+    row["ready"] += kind.read(item, kind.ready) or 0
+    row["objects"].append(f"{kind_name}/{name}")
+    images = [c.get("image") for c in pod_spec(kind, item).get("containers") or []]
     if images and not row.get("image"):
         row["image"] = images[0]
         row["tag"] = images[0].rpartition(":")[2] if ":" in images[0].rsplit("/", 1)[-1] else row["tag"]
     if recorded is None:
         return
-    want_spec = recorded.get("spec") or {}
-    if kind != "DaemonSet" and want_spec.get("replicas", 1) != (spec.replicas or 0):
-        row["drift"].append(f"{kind}/{name} has {spec.replicas} replicas; the release says "
-                            f"{want_spec.get('replicas', 1)} (kubectl scale?)")
-    want_images = [c.get("image") for c in ((want_spec.get("template") or {}).get("spec") or {}).get("containers", [])]
+    if kind.replicas is not None:
+        replicas, wanted = kind.read(item, kind.replicas), kind.read(recorded, kind.replicas, 1)
+        if wanted != (replicas or 0):
+            row["drift"].append(f"{kind_name}/{name} has {replicas} replicas; the release says {wanted} "
+                                "(kubectl scale?)")
+    want_images = [c.get("image") for c in pod_spec(kind, recorded).get("containers", [])]
     if want_images and want_images != images:
-        row["drift"].append(f"{kind}/{name} runs {', '.join(images)}; the release says {', '.join(want_images)}")
-    want_hash = (((want_spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}).get(
-        CONFIG_HASH_ANNOTATION)
-    live_hash = (item.spec.template.metadata.annotations or {}).get(CONFIG_HASH_ANNOTATION)
-    if want_hash and live_hash != want_hash:
-        row["drift"].append(f"{kind}/{name} pod template was edited (config hash differs)")
+        row["drift"].append(f"{kind_name}/{name} runs {', '.join(images)}; the release says {', '.join(want_images)}")
+    want_hash = config_hash(kind, recorded)
+    if want_hash and config_hash(kind, item) != want_hash:
+        row["drift"].append(f"{kind_name}/{name} pod template was edited (config hash differs)")
+
+
+def pod_spec(kind, obj: dict) -> dict:
+    return (kind.template_of(obj) or {}).get("spec") or {}
+
+
+def config_hash(kind, obj: dict) -> str | None:
+    return (((kind.template_of(obj) or {}).get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
 
 
 def release_summary(release) -> dict | None:

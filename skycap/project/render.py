@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skycap.cluster import kinds
 from skycap.cluster.labels import (
     CONFIG_HASH_ANNOTATION,
     MANAGED_BY,
@@ -19,10 +20,6 @@ from skycap.cluster.labels import (
 )
 from skycap.errors import BadInput
 
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume",
-                  "StorageClass", "PriorityClass", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
-                  "APIService", "IngressClass", "RuntimeClass", "PodSecurityPolicy"}
-POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
 @dataclass
@@ -183,7 +180,7 @@ def stamp(manifest: Manifest, stage, revision: RenderInput) -> None:
     """The stage's namespace, Skycap's labels and annotations on every object."""
     obj = manifest.obj
     metadata = obj.setdefault("metadata", {})
-    if obj["kind"] not in CLUSTER_SCOPED:
+    if not kinds.of(obj["kind"]).cluster_scoped:
         declared = metadata.get("namespace")
         if declared and declared != stage.namespace:
             raise BadInput(f"{manifest.source}: {manifest.ref()} sets namespace {declared!r}, but stage "
@@ -216,15 +213,7 @@ def expose_node_port(obj: dict) -> None:
 
 
 def _pod_template(obj: dict) -> dict | None:
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        return None
-    if obj.get("kind") == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    elif obj.get("kind") not in POD_TEMPLATE_KINDS:
-        return None
-    template = spec.get("template")
-    return template if isinstance(template, dict) else None
+    return kinds.of(obj.get("kind") or "").template_of(obj)
 
 
 def restamp_release(rendered: Rendered, number: int) -> None:

@@ -37,7 +37,14 @@ from typing import Callable
 from skycap.errors import BadInput, DeployFailed, Interrupted, SkycapError
 from skycap.project.config import VmService
 from skycap.vm import remote
-from skycap.vm.hosts import HostConnection, HostKeyRefused, HostUnreachable, RemoteCommandFailed, SshOptions, VmHostError
+from skycap.vm.hosts import (
+    HostConnection,
+    HostKeyRefused,
+    HostUnreachable,
+    RemoteCommandFailed,
+    SshOptions,
+    VmHostError,
+)
 
 EventCallback = Callable[[str, str], None]
 
