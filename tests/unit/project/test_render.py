@@ -8,14 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from skycap.cluster.labels import (
-    CONFIG_HASH_ANNOTATION,
-    MANAGED_BY,
-    NODE_ANNOTATION,
-    RELEASE_ANNOTATION,
-    SERVICE_LABEL,
-    STAGE_LABEL,
-)
+from skycap.cluster.labels import (CONFIG_HASH_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, RELEASE_ANNOTATION,
+                                   SERVICE_LABEL, STAGE_LABEL)
 from skycap.errors import BadInput
 from skycap.project.render import (Manifest, Rendered, _add_config_hash, _check_object, _load_documents,
                                    check_collisions, config_hash, expose_node_port, restamp_release, stamp)
