@@ -504,21 +504,12 @@ def _save_traceback() -> str:
 
 
 def run() -> None:
-    """The console script: main(), then an exit that skips tearing down the Kubernetes client's
-    thousand modules one by one (0.1-0.2 s); all skycap writes is flushed already."""
+    """The console script."""
     try:
         main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
         if "skycap.proc" in sys.modules:
             sys.modules["skycap.proc"].stop_running()  # nothing left behind by a run that stopped early
-        if "kubernetes" not in sys.modules:
-            raise
-        import os
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -268,12 +268,12 @@ def test_recording_failed_is_retried(project, limited, core_api, namespace, loca
 def test_a_deploy_that_made_the_namespace_and_lost_the_lock_race_leaves_it(project, core_api, namespace,
                                                                         monkeypatch):
     """It made the namespace, then another deploy took the lock first: the namespace is the winner's now."""
+    from skycap.cluster import namespace as namespaces
     from skycap.cluster.lock import StageLock
-    from skycap.flow import cluster_side
 
     fresh = f"{namespace[:50]}-race"
     project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))
-    winner, real_ensure = [], cluster_side.ensure_namespace
+    winner, real_ensure = [], namespaces.ensure_namespace
 
     def made_then_beaten(session):
         made = real_ensure(session)
@@ -281,7 +281,7 @@ def test_a_deploy_that_made_the_namespace_and_lost_the_lock_race_leaves_it(proje
         winner[0].acquire()  # the other deploy, a moment quicker to the lock
         return made
 
-    monkeypatch.setattr(cluster_side, "ensure_namespace", made_then_beaten)
+    monkeypatch.setattr(namespaces, "ensure_namespace", made_then_beaten)
     try:
         ran = project.run("deploy", "test", f"rev={project.commit('race')}")
         assert ran.code == 3, ran.stderr

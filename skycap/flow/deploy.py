@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from skycap.cluster import namespace as namespaces
 from skycap.cluster.apply import apply_manifests, server_dry_run, watch
 from skycap.cluster.errors import call_api
 from skycap.errors import BadInput, DeployFailed, Interrupted, LockLost, SkycapError
@@ -17,6 +18,8 @@ from skycap.session import (
     emit_json,
     host_printer,
     interruptible,
+    lock_ttl,
+    mark_dead_releases,
     open_stage,
     prefetch,
     record,
@@ -51,8 +54,7 @@ def deploy(run, stage_name: str, rev: str, *, dry_run=False, timeout=None, rollb
                     raise  # the failure path has run
                 raise nothing_changed(session, exc) from None
             finally:
-                if work.cluster is not None:
-                    work.cluster.close(nothing_changed=state.release is None)
+                work.release_lock(nothing_changed=state.release is None)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(state)) from None
     except Interrupted as exc:
@@ -73,7 +75,10 @@ class Deploy:
         self.timeout, self.rollback, self.image_check = timeout, rollback, image_check
         self.accept_new_host_keys = accept_new_host_keys
         self.c = None  # the stage context of the steps and hooks
-        self.cluster = None
+        self.made_namespace = None  # the uid of the namespace this deploy made, if it made it
+        self.lock = None  # the stage lock, once taken
+        self.releases = []  # the ledger as listed under the lock, newest first
+        self.next_number = None  # this release's number, read under the lock
         self.changing = False  # the release is recorded under the lock: a failure from here is a failed deploy
         self.previous = None  # a future: the last good release and what it applied that this one does not
         self.vm_work = None
@@ -119,13 +124,22 @@ class Deploy:
     # ----- the steps -----
 
     def starting(self) -> None:
-        from skycap.flow.cluster_side import ClusterSide
-
-        session, state = self.session, self.state
-        self.cluster = ClusterSide(session, purpose=f"deploy rev={state.rev}")
-        resolve_render_check(session, state, self.phases, self.cluster, self.image_check, self.accept_new_host_keys)
+        """Everything that can fail before the first change; it ends with the stage lock held."""
+        session, state, phases = self.session, self.state, self.phases
+        stage, run = session.stage, session.run
+        with phases.phase(f"resolve rev={state.rev} in {stage.hg}"):
+            state.revision = resolve_revision(stage, state.rev)
+            show_revision(run, state.revision)
+        with phases.phase("take the stage lock"):
+            self.take_lock()
+        if not self.image_check and stage.services:
+            run.screen.warn("image check skipped (--skip-image-check)")
+        with phases.phase("render templates"):
+            state.rendered = render(stage, state.revision, self.next_number)
+        with phases.phase("check images, validate with a server-side dry run, reach VM hosts"):
+            run_checks(session, state, self.image_check, self.accept_new_host_keys)
         c, revision = self.c, state.revision
-        c.node, c.tag, c.release = revision.node, revision.tag, self.cluster.next_number
+        c.node, c.tag, c.release = revision.node, revision.tag, self.next_number
 
     def updating(self) -> None:
         self.begin()
@@ -155,10 +169,39 @@ class Deploy:
 
     # ----- in between -----
 
+    def take_lock(self) -> None:
+        """The namespace (made when the stage asks for it), the stage lock, and the ledger read under the
+        lock: releases left pending by dead deploys marked, the next release number."""
+        from skycap.cluster.lock import StageLock
+
+        session, stage = self.session, self.session.stage
+        self.made_namespace = namespaces.ensure_namespace(session)
+        lock = StageLock(session.api, stage.namespace, stage.name, purpose=f"deploy rev={self.state.rev}",
+                         ttl=lock_ttl(), notice=session.run.screen.line)
+        call_api(session, "lock", lock.acquire)
+        self.lock = lock
+        self.releases = call_api(session, "ledger", session.ledger.releases)
+        mark_dead_releases(session, self.releases)
+        self.next_number = session.ledger.next_number
+
+    def release_lock(self, *, nothing_changed: bool) -> None:
+        """After a deploy that changed nothing, delete the namespace it made, while still holding the lock
+        (so no other deploy is using it; one that lost the lock race leaves it to the winner); then
+        release the lock."""
+        if nothing_changed and self.made_namespace:
+            if self.lock is not None and not self.lock.lost:
+                namespaces.delete_namespace(self.session, self.made_namespace)
+            else:
+                self.session.run.screen.line(f"    left namespace {self.session.stage.namespace}, which this deploy "
+                                             f"made: it does not hold the stage lock, and another deploy may be "
+                                             f"using the namespace")
+        if self.lock is not None:
+            self.lock.release()
+
     def begin(self) -> None:
         """Record the release as pending, under the lock: the first change."""
-        session, state, cluster = self.session, self.state, self.cluster
-        stage, lock, number, ledger = session.stage, cluster.lock, cluster.next_number, session.ledger
+        session, state = self.session, self.state
+        stage, lock, number, ledger = session.stage, self.lock, self.next_number, session.ledger
         session.lock = lock
         session.require_lock()
         state.release = ledger.begin("deploy", rev=state.rev, node=state.revision.node,
@@ -171,9 +214,9 @@ class Deploy:
             record(ledger, state, "failed", message + "; nothing was applied")
             raise DeployFailed(message, "someone ran `skycap unlock` during this deploy; nothing was applied, "
                                "try again")
-        state.releases = [state.release, *cluster.releases]  # the lock keeps this listing true
+        state.releases = [state.release, *self.releases]  # the lock keeps this listing true
         # The previous release, and what it applied that this one does not: read while the rollout runs.
-        self.previous = prefetch(previous_and_gone, ledger, state, cluster.releases)
+        self.previous = prefetch(previous_and_gone, ledger, state, self.releases)
         self.started = datetime.now(timezone.utc)
         self.changing = True
 
@@ -198,53 +241,6 @@ class Deploy:
             state.error += "; " + "; ".join(self.c.hook_errors)
 
 
-def resolve_render_check(session, state, phases, cluster, image_check: bool, accept_new_host_keys: bool) -> None:
-    """Everything that can fail before the first change; it ends with the stage lock held.
-
-    A full 40-digit node is rendered and checked at once while hg confirms it beside the checks,
-    which report hg's verdict first. When no template reads `release`, the render and the checks do
-    not wait for the stage lock either; the number is stamped on the objects once the lock gives it."""
-    from skycap.project.render import restamp_release, templates_see_release
-    from skycap.sources.mercurial import predicted
-
-    stage, run, rev = session.stage, session.run, state.rev
-    state.revision = predicted(rev, stage.image_tag)
-    confirming = prefetch(resolve_revision, stage, rev) if state.revision else None
-    if confirming is None:
-        with phases.phase(f"resolve rev={rev} in {stage.hg}"):
-            state.revision = resolve_revision(stage, rev)
-            show_revision(run, state.revision)
-    waiting = None if templates_see_release(stage) else cluster  # then the lock is awaited beside the checks
-    if waiting is None:
-        with phases.phase("take the stage lock"):
-            cluster.ready()
-    if not image_check and stage.services:
-        run.screen.warn("image check skipped (--skip-image-check)")
-    try:
-        with phases.phase("render templates"):
-            state.rendered = render(stage, state.revision, cluster.next_number if waiting is None else 0)
-    except SkycapError:
-        cluster.ready()  # a locked stage, then an unknown revision, are the first things to say
-        if confirming:
-            confirming.result()
-        raise
-    confirm = f", confirm rev={rev} in {stage.hg}" if confirming else ""
-    lock = "take the stage lock, " if waiting else ""
-    with phases.phase(f"{lock}check images, validate with a server-side dry run, reach VM hosts{confirm}"):
-        run_checks(session, state, image_check, accept_new_host_keys, confirming, waiting)
-    if waiting:
-        restamp_release(state.rendered, cluster.next_number)
-    if confirming is None:
-        return
-    confirmed = confirming.result()
-    show_revision(run, confirmed)
-    if (confirmed.node, confirmed.tag) != (state.revision.node, state.revision.tag):  # a name that looks like a node
-        state.revision = confirmed
-        state.rendered = render(stage, confirmed, cluster.next_number)
-        run_checks(session, state, image_check, accept_new_host_keys)
-    state.revision = confirmed
-
-
 def nothing_changed(session, exc: Exception) -> SkycapError:
     """What stopped a deploy before its first change: exit 2 (bad input, nothing changed), unless it is
     an answer of its own (a locked stage, 3). A crash is said in one line, its traceback in the run's log."""
@@ -263,49 +259,33 @@ def show_revision(run, revision) -> None:
 def planned_deploy(session, state, phases, image_check: bool) -> int:
     """--dry-run: resolve, render, check the images, then the plan; no lock, no namespace made."""
     stage = session.stage
-    # The cluster client is slow to import: read the ledger while hg resolves the revision.
-    release_number = prefetch(next_release_number, session)
     with phases.phase(f"resolve rev={state.rev} in {stage.hg}"):
         state.revision = resolve_revision(stage, state.rev)
         show_revision(session.run, state.revision)
     if not image_check and stage.services:
         session.run.screen.warn("image check skipped (--skip-image-check)")
     with phases.phase("render templates"):
-        state.rendered = render(stage, state.revision, release_number.result())
+        state.rendered = render(stage, state.revision, next_release_number(session))
     if image_check and stage.services:
         check_images(stage, state.revision.tag)
     return deploy_plan(session, state, phases)
 
 
-def run_checks(session, state, image_check: bool, accept_new_host_keys: bool, confirming=None, cluster=None) -> None:
-    """The read-only checks side by side; the first failure in this order is the one reported:
-    `cluster` (the stage lock and namespace, when the checks did not wait for them), `confirming`
-    (hg resolving the revision on a thread of its own), then the checks."""
+def run_checks(session, state, image_check: bool, accept_new_host_keys: bool) -> None:
+    """The read-only checks side by side; the first failure in this order is the one reported."""
     from concurrent.futures import ThreadPoolExecutor
 
     stage = session.stage
     checks = []
     if image_check and stage.services:
-        checks.append((check_images, stage, state.revision.tag, cluster.client_imported if cluster else None))
+        checks.append((check_images, stage, state.revision.tag))
     if stage.services:
         checks.append((server_dry_run, session, state.rendered))
     if stage.vm:
         checks.append((preflight_vms, stage, accept_new_host_keys))
-    pool = ThreadPoolExecutor(max_workers=len(checks) or 1)
-    futures = [pool.submit(func, *args) for func, *args in checks]
-    try:
-        if cluster is not None:
-            cluster.ready()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # read-only checks: no need to wait for them
-        raise
-    pool.shutdown(wait=True)
-    if confirming is not None:
-        confirming.result()
-    for (func, *args), future in zip(checks, futures):
-        if func is server_dry_run and cluster is not None and cluster.made_namespace and future.exception():
-            server_dry_run(*args)  # it may have run before this deploy made the namespace
-            continue
+    with ThreadPoolExecutor(max_workers=len(checks) or 1) as pool:
+        futures = [pool.submit(func, *args) for func, *args in checks]
+    for future in futures:
         future.result()
 
 
@@ -315,12 +295,7 @@ def resolve_revision(stage, rev: str):
     return resolve(stage.hg_source, rev, stage.image_tag)
 
 
-def check_images(stage, tag: str, client_imported=None) -> None:
-    """client_imported: set once the cluster client, imported on another thread, is in. It imports
-    requests and urllib3 as the registry check does, and two threads importing those at once can
-    get a half-made module (requests imports itself in a circle)."""
-    if client_imported is not None:
-        client_imported.wait()
+def check_images(stage, tag: str) -> None:
     from skycap.sources.registry import require_images
 
     require_images(stage.registry, [(s.name, s.image, tag) for s in stage.services.values()],

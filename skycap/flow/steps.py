@@ -19,8 +19,8 @@ class Step:
 
 
 DEPLOY_STEPS = (
-    Step("deploy:starting", "resolve the revision, render, check the images, dry-run the manifests on the server, "
-         "reach every VM host, take the stage lock; nothing changes before it ends", "starting"),
+    Step("deploy:starting", "resolve the revision, take the stage lock, render, check the images, dry-run the "
+         "manifests on the server, reach every VM host; nothing changes before it ends", "starting"),
     Step("deploy:started", "every check passed, the lock is held", None),
     Step("deploy:updating", "record the release as pending; upload and unpack the VM archive on every host; "
          "apply ConfigMaps, Secrets and RBAC, then everything else (with vm_order: before, the hosts are "

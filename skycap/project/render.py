@@ -216,41 +216,6 @@ def _pod_template(obj: dict) -> dict | None:
     return kinds.of(obj.get("kind") or "").template_of(obj)
 
 
-def restamp_release(rendered: Rendered, number: int) -> None:
-    """Set the release number on objects rendered before it was known (see templates_see_release)."""
-    for manifest in rendered.manifests:
-        manifest.obj["metadata"]["annotations"][RELEASE_ANNOTATION] = str(number)
-
-
-def templates_see_release(stage) -> bool:
-    """Whether a template the stage renders, or one it includes, imports or extends, reads `release`.
-
-    When none does, the number reaches the objects only through Skycap's release annotation, so a
-    deploy can render and check before the stage lock gives it the number, and stamp it after.
-    Anything this cannot follow (a template name computed at render time, a template that does not
-    parse) counts as reading it."""
-    import jinja2
-    from jinja2 import meta
-
-    env = _environment(stage.project.templates_dir)
-    pending, seen = {service.template for service in stage.services.values()}, set()
-    while pending:
-        name = pending.pop()
-        seen.add(name)
-        try:
-            ast = env.parse(env.loader.get_source(env, name)[0])
-        except jinja2.TemplateError:
-            return True
-        if "release" in meta.find_undeclared_variables(ast):
-            return True
-        for referenced in meta.find_referenced_templates(ast):
-            if referenced is None:
-                return True
-            if referenced not in seen:
-                pending.add(referenced)
-    return False
-
-
 def _add_config_hash(obj: dict, digest: str) -> None:
     template = _pod_template(obj)
     if template is not None:

@@ -64,16 +64,6 @@ def resolve(source: str, rev: str, image_tag_template: str = "{node|short}") -> 
     return Revision(rev=rev, node=node, tag=tag, branch=branch, user=user, date=date, summary=summary)
 
 
-def predicted(rev: str, image_tag_template: str = "{node|short}") -> Revision | None:
-    """What hg will say of a full 40-digit node, when the image tag follows from the node alone; else None.
-
-    Lets a deploy render and check while hg confirms the node (the branch and summary come with hg)."""
-    if not FULL_NODE_RE.match(rev) or rev in NOT_DEPLOYABLE or image_tag_template not in TAGS_FROM_NODE:
-        return None
-    return Revision(rev=rev, node=rev, tag=TAGS_FROM_NODE[image_tag_template](rev), branch="", user="", date="",
-                    summary="")
-
-
 def check_rev(rev: str) -> None:
     """Refuse what no revision contains before it reaches hg."""
     if not isinstance(rev, str) or not rev.strip():

@@ -12,7 +12,7 @@ from skycap.cluster.labels import (CONFIG_HASH_ANNOTATION, MANAGED_BY, NODE_ANNO
                                    SERVICE_LABEL, STAGE_LABEL)
 from skycap.errors import BadInput
 from skycap.project.render import (Manifest, Rendered, _add_config_hash, _check_object, _load_documents,
-                                   check_collisions, config_hash, expose_node_port, restamp_release, stamp)
+                                   check_collisions, config_hash, expose_node_port, stamp)
 
 STAGE = SimpleNamespace(name="staging", namespace="shop")
 REVISION = SimpleNamespace(node="f" * 40, tag="v1", rev="tip", release=7)
@@ -73,12 +73,6 @@ def test_a_template_that_names_another_namespace_is_refused():
     assert info.value.message == ("web.yaml.j2: Deployment/web sets namespace 'prod', but stage staging deploys "
                                   "to 'shop'")
     assert info.value.hint == "leave metadata.namespace out of templates; skycap sets it"
-
-
-def test_restamp_sets_the_release_number_known_later():
-    rendered = Rendered([Manifest(stamped(workload()), "web.yaml.j2", "web")])
-    restamp_release(rendered, 12)
-    assert rendered.manifests[0].obj["metadata"]["annotations"][RELEASE_ANNOTATION] == "12"
 
 
 def test_the_config_hash_follows_the_content_not_its_order():
