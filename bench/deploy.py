@@ -164,8 +164,8 @@ def print_verdicts(verdicts: list[tuple[float, float]]) -> None:
 
 
 def render_200() -> float:
-    from skycap.project import Project, Service
-    from skycap.render import RenderInput, render_stage
+    from skycap.project.config import Project, Service
+    from skycap.project.render import RenderInput, render_stage
 
     stage = Project(Path(__file__).resolve().parent.parent).load_stage("demo")
     for i in range(200 - len(stage.services)):

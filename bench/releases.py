@@ -69,7 +69,7 @@ def status_in_process(project: Path, stage: str, kubeconfig: Path) -> tuple[int,
 
     from kubernetes.client import rest
 
-    from skycap import pipelines
+    from skycap.commands.status import status
     from skycap.context import RunContext
 
     sent = []
@@ -84,7 +84,7 @@ def status_in_process(project: Path, stage: str, kubeconfig: Path) -> tuple[int,
     try:
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            pipelines.status(RunContext(project_arg=str(project), command="status"), stage)
+            status(RunContext(project_arg=str(project), command="status"), stage)
         return len(sent), time.perf_counter() - started
     finally:
         rest.RESTClientObject.request = original

@@ -126,7 +126,7 @@ def story_problems(api) -> list[str]:
     """Where the ledger's story and the cluster disagree, each said in a line."""
     from kubernetes import client
 
-    from skycap.ledger import Ledger
+    from skycap.cluster.ledger import Ledger
     from skycap.session import load_objects
 
     ledger = Ledger(api, NAMESPACE, STAGE)
@@ -166,7 +166,7 @@ def lock_problems(api) -> list[str]:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from skycap.lock import lease_name
+    from skycap.cluster.lock import lease_name
 
     try:
         lease = client.CoordinationV1Api(api).read_namespaced_lease(lease_name(STAGE), NAMESPACE)

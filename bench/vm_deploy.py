@@ -76,7 +76,7 @@ class Names:
 
 
 def time_skycap(vm, archive: Path, release: str) -> float:
-    from skycap import vm as vmdeploy
+    from skycap.vm import deploy as vmdeploy
 
     started = time.perf_counter()
     result = vmdeploy.deploy(vm, archive, NODE, release_name=release)
@@ -130,9 +130,9 @@ def run_benchmarks(fleet: FakeVmFleet, home: Path, archive: Path, rounds: int, r
     import fabric  # noqa: F401
     import paramiko  # noqa: F401
 
-    import skycap.vm  # noqa: F401
-    print(f"import skycap.vm + fabric + paramiko: {time.perf_counter() - started:.2f} s (once per CLI run)")
-    from skycap.project import VmService
+    import skycap.vm.deploy  # noqa: F401
+    print(f"import skycap.vm.deploy + fabric + paramiko: {time.perf_counter() - started:.2f} s (once per CLI run)")
+    from skycap.project.config import VmService
 
     names = Names()
     archive_kb = archive.stat().st_size / 1024

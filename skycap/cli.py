@@ -66,7 +66,7 @@ def run_command(args: list[str]) -> int:
 
         return run_click(args)
     from skycap.context import RunContext
-    from skycap.ops.logs import log_options, logs
+    from skycap.commands.logs import log_options, logs
 
     options = log_options(logs_args["tail"], logs_args["since"], logs_args["follow"], logs_args["previous"])
     return logs(RunContext(project_arg=logs_args["project"], command="logs"), logs_args["stage"],
@@ -109,21 +109,12 @@ def _save_traceback() -> str:
 
 
 def run() -> None:
-    """The console script: main(), then an exit that skips tearing down the Kubernetes client's
-    thousand modules one by one (0.1-0.2 s); all skycap writes is flushed already."""
+    """The console script."""
     try:
         main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
         if "skycap.proc" in sys.modules:
             sys.modules["skycap.proc"].stop_running()  # nothing left behind by a run that stopped early
-        if "kubernetes" not in sys.modules:
-            raise
-        import os
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 if __name__ == "__main__":

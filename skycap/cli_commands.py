@@ -88,12 +88,12 @@ def deploy(ctx, stage, words, dry_run, timeout, no_rollback, skip_image_check, a
     """Deploy rev=REV of the project to STAGE and wait until it runs."""
     _common(ctx, verbose)
     rev = required_rev(words, "deploy", stage)
-    from skycap import pipelines
+    from skycap.flow.deploy import deploy as run_deploy
 
     run = _context(ctx)
     run.output = output
-    return pipelines.deploy(run, stage, rev, dry_run=dry_run, timeout=timeout, rollback=not no_rollback,
-                            image_check=not skip_image_check, accept_new_host_keys=accept_new_host_keys)
+    return run_deploy(run, stage, rev, dry_run=dry_run, timeout=timeout, rollback=not no_rollback,
+                      image_check=not skip_image_check, accept_new_host_keys=accept_new_host_keys)
 
 
 @cli.command()
@@ -113,12 +113,12 @@ def rollback(ctx, stage, words, timeout, accept_new_host_keys, output, verbose):
         if not values["release"].isdigit():
             raise BadInput(f"release={values['release']} is not a release number", "see `skycap history STAGE`")
         release = int(values["release"])
-    from skycap import pipelines
+    from skycap.flow.rollback import rollback as run_rollback
 
     run = _context(ctx)
     run.output = output
-    return pipelines.rollback(run, stage, release=release, timeout=timeout,
-                              accept_new_host_keys=accept_new_host_keys)
+    return run_rollback(run, stage, release=release, timeout=timeout,
+                        accept_new_host_keys=accept_new_host_keys)
 
 
 @cli.command()
@@ -129,11 +129,11 @@ def rollback(ctx, stage, words, timeout, accept_new_host_keys, output, verbose):
 def status(ctx, stage, output, verbose):
     """What runs now: release, rev, image, ready/desired per service, drift, the lock."""
     _common(ctx, verbose)
-    from skycap import pipelines
+    from skycap.commands.status import status as show_status
 
     run = _context(ctx)
     run.output = output
-    return pipelines.status(run, stage)
+    return show_status(run, stage)
 
 
 @cli.command()
@@ -142,11 +142,11 @@ def status(ctx, stage, output, verbose):
 @click.pass_context
 def history(ctx, stage, output):
     """The release ledger of STAGE, newest first."""
-    from skycap import pipelines
+    from skycap.commands.history import history as show_history
 
     run = _context(ctx)
     run.output = output
-    return pipelines.history(run, stage)
+    return show_history(run, stage)
 
 
 @cli.command()
@@ -158,9 +158,9 @@ def render(ctx, stage, words, verbose):
     """Print the rendered manifests of rev=REV; apply nothing."""
     _common(ctx, verbose)
     rev = required_rev(words, "render", stage)
-    from skycap import pipelines
+    from skycap.commands.render import render_command
 
-    return pipelines.render_command(_context(ctx), stage, rev)
+    return render_command(_context(ctx), stage, rev)
 
 
 @cli.command()
@@ -172,9 +172,9 @@ def diff(ctx, stage, words, verbose):
     """What a deploy of rev=REV would change (kubectl diff); exit 0 no change, 1 changes."""
     _common(ctx, verbose)
     rev = required_rev(words, "diff", stage)
-    from skycap import pipelines
+    from skycap.commands.diff import diff as show_diff
 
-    return pipelines.diff(_context(ctx), stage, rev)
+    return show_diff(_context(ctx), stage, rev)
 
 
 @cli.command()
@@ -191,9 +191,9 @@ def scale(ctx, stage, words, timeout, verbose):
         if not value.isdigit():
             raise BadInput(f"{key}={value}: the count must be a whole number, like {key}=3")
         counts[key] = int(value)
-    from skycap import pipelines
+    from skycap.commands.scale import scale as scale_services
 
-    return pipelines.scale(_context(ctx), stage, counts, timeout=timeout)
+    return scale_services(_context(ctx), stage, counts, timeout=timeout)
 
 
 @cli.command()
@@ -204,9 +204,9 @@ def unlock(ctx, stage, force):
     """Break a stale deploy lock of STAGE (recorded in the ledger).
 
     Without --force, it watches the lock for its TTL first and refuses (exit 3) if the holder renews it."""
-    from skycap import pipelines
+    from skycap.commands.unlock import unlock as unlock_stage
 
-    return pipelines.unlock(_context(ctx), stage, force=force)
+    return unlock_stage(_context(ctx), stage, force=force)
 
 
 @cli.command("task")
@@ -263,7 +263,7 @@ def lb_sync(ctx, stage, once, dry_run, listen, verbose):
 @click.pass_context
 def logs(ctx, stage, service, tail, since, follow, previous):
     """The lines of every pod (or VM host) of SERVICE, each after a short name of where it came from."""
-    from skycap.ops.logs import log_options, logs as show_logs
+    from skycap.commands.logs import log_options, logs as show_logs
 
     return show_logs(_context(ctx), stage, service, log_options(tail, since, follow, previous))
 
@@ -281,7 +281,7 @@ def exec_(ctx, stage, service, command, all_targets, stdin, tty, container):
     """Run CMD in a ready pod of the current release of SERVICE (or in current/ on a VM host).
 
     The exit code is the command's; with --all, the first non-zero one, after a summary."""
-    from skycap.ops.exec import ExecOptions, exec_command
+    from skycap.commands.exec import ExecOptions, exec_command
 
     options = ExecOptions(all_targets=all_targets, stdin=stdin, tty=tty, container=container)
     return exec_command(_context(ctx), stage, service, list(command), options)
@@ -297,7 +297,7 @@ def exec_(ctx, stage, service, command, all_targets, stdin, tty, container):
 def restart(ctx, stage, services, timeout, accept_new_host_keys, verbose):
     """Restart services (pods roll, VM hosts run restart and check), recorded as a release."""
     _common(ctx, verbose)
-    from skycap.ops.restart import restart as restart_services
+    from skycap.commands.restart import restart as restart_services
 
     return restart_services(_context(ctx), stage, list(services), timeout=timeout,
                             accept_new_host_keys=accept_new_host_keys)
@@ -309,7 +309,7 @@ def restart(ctx, stage, services, timeout, accept_new_host_keys, verbose):
 @click.pass_context
 def doctor(ctx, stage, output):
     """Check everything a deploy of STAGE needs, one line each; exit 0 all pass, 2 otherwise."""
-    from skycap.ops.doctor import doctor as check_stage
+    from skycap.commands.doctor import doctor as check_stage
 
     run = _context(ctx)
     run.output = output

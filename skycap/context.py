@@ -118,7 +118,7 @@ class RunContext:
     @property
     def project(self):
         if self._project is None:
-            from skycap.project import find_project
+            from skycap.project.config import find_project
 
             self._project = find_project(self.project_arg)
         return self._project

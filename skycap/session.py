@@ -33,7 +33,7 @@ class StageSession:
     @property
     def api(self):
         if self._api is None:
-            from skycap.kube import api_client
+            from skycap.cluster.kube import api_client
 
             self._api = api_client(self.stage)
         return self._api
@@ -41,8 +41,8 @@ class StageSession:
     @property
     def kubectl(self):
         if self._kubectl is None:
-            from skycap.kube import kubeconfig_path
-            from skycap.kubectl import Kubectl
+            from skycap.cluster.kube import kubeconfig_path
+            from skycap.cluster.kubectl import Kubectl
 
             self._kubectl = Kubectl(namespace=self.stage.namespace, log=self.run.log_for(self.stage.name),
                                     screen=self.run.screen, kubeconfig=kubeconfig_path(self.stage),
@@ -54,7 +54,7 @@ class StageSession:
     @property
     def ledger(self):
         if self._ledger is None:
-            from skycap.ledger import Ledger
+            from skycap.cluster.ledger import Ledger
 
             self._ledger = Ledger(self.api, self.stage.namespace, self.stage.name)
         return self._ledger
@@ -64,23 +64,6 @@ def open_stage(run, name: str) -> StageSession:
     stage = run.project.load_stage(name)
     run.log_for(name)
     return StageSession(run, stage)
-
-
-def call_api(session: StageSession, what: str, func, *args, **kwargs):
-    """A Kubernetes API call whose connection failure becomes a clear, typed error."""
-    from kubernetes.client.rest import ApiException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        return func(*args, **kwargs)
-    except HTTPError as exc:
-        from skycap.kube import unreachable
-
-        raise unreachable(session.stage, exc) from None
-    except ApiException as exc:
-        hint = ("the kubeconfig's user may lack RBAC rights in namespace " + session.stage.namespace
-                if exc.status in (401, 403) else None)
-        raise SkycapError(f"the Kubernetes API refused ({what}): {exc.status} {exc.reason}", hint) from None
 
 
 class Phases:
@@ -164,7 +147,7 @@ class DeployState:
 
 
 def record(ledger, state, status: str, note: str) -> None:
-    from skycap.ledger import vm_releases
+    from skycap.cluster.ledger import vm_releases
 
     state.status = status
     release = state.release

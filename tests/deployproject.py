@@ -81,7 +81,7 @@ class DeployProject:
 
 def run_while_locked(project: DeployProject, core_api, purpose: str, *args: str) -> Ran:
     """Run skycap while another holder has the test stage's lock."""
-    from skycap.lock import StageLock
+    from skycap.cluster.lock import StageLock
 
     lock = StageLock(core_api, project.namespace, "test", purpose=purpose)
     lock.acquire()

@@ -42,12 +42,12 @@ def test_no_project_found(tmp_path, monkeypatch):
 
 
 def test_an_unexpected_error_is_short_on_screen_and_whole_in_a_file(monkeypatch):
-    from skycap import pipelines
+    from skycap.commands import history as history_command
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pipelines, "history", broken)
+    monkeypatch.setattr(history_command, "history", broken)
     ran = skycap("--project", str(ROOT), "history", "demo")
     assert ran.code == 1
     assert "unexpected RuntimeError: a bug" in ran.stderr

@@ -7,7 +7,7 @@ import pytest
 from skycap.environments.naming import dns_label, namespace_for, parse_duration, stage_name
 from skycap.environments.stored import Environment, derived_data
 from skycap.errors import BadInput
-from skycap.project import NAME_RE
+from skycap.project.config import NAME_RE
 from tests.deployproject import skycap
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from skycap.environments.naming import namespace_for
-from skycap.project import NAME_RE
+from skycap.project.config import NAME_RE
 from tests.deployproject import make_project
 
 BRANCH = "feature/JIRA-1234_new-billing"
@@ -345,8 +345,8 @@ def test_on_a_real_node_the_web_page_answers_through_the_node_port(project, core
 def test_the_gc_cronjob_role_is_enough_for_gc(project, core_api, local_cluster):
     """The CronJob template's ServiceAccount and ClusterRole, applied for real; then the gc runs with
     exactly that account's rights (the API server impersonating it) and destroys an expired environment."""
+    from skycap.cluster.kubectl import Kubectl
     from skycap.environments.commands import InCluster, gc_cluster
-    from skycap.kubectl import Kubectl
 
     make_expired(project, ["by-cron"])
     project.edit_stage(lambda data: data.update(services={"skycap-env-gc": {

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from skycap.cluster.kubectl import ClusterUnreachable, Kubectl, filter_output, is_transient
 from skycap.context import RunLog
 from skycap.errors import BadInput, CommandFailed
-from skycap.kubectl import ClusterUnreachable, Kubectl, filter_output, is_transient
 
 SAMPLES = Path(__file__).parent / "samples" / "kubectl"
 

@@ -11,7 +11,7 @@ GOOD = {"kind": "haproxy", "api": "tcp://127.0.0.1:9999", "members": "pods", "po
 
 
 def load(tmp_path, block):
-    from skycap.project import Project
+    from skycap.project.config import Project
 
     (tmp_path / "stages").mkdir(exist_ok=True)
     (tmp_path / "stages" / "test.yaml").write_text(yaml.safe_dump({**BASE, "load_balancer": block}))
@@ -71,10 +71,10 @@ def test_missing_f5_credentials_in_the_environment(tmp_path, monkeypatch):
 
 
 def test_desired_members_from_endpoints_when_there_are_no_endpointslices():
+    from skycap.cluster.rollout_rules import View
     from skycap.lb.backends import Member
     from skycap.lb.config import LoadBalancer, PoolSpec
     from skycap.lb.sources import desired_members
-    from skycap.rollout_rules import View
 
     view = View.of(
         {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"name": "http", "port": 80}]}},

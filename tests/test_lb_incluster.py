@@ -17,12 +17,12 @@ from tests.lbkit import haproxy, lb_block  # noqa: F401 - fixture
 
 def rendered_lb_objects(root: Path, namespace: str) -> list[dict]:
     """The template as skycap renders it for a service `skycap-lb` of the stage."""
-    from skycap.project import Project
-    from skycap.render import RenderInput, _environment, render_service, stamp
+    from skycap.project.config import Project
+    from skycap.project.render import RenderInput, _environment, render_service, stamp
 
     shutil.copy(ROOT / "templates" / "skycap-lb.yaml.j2", root / "templates" / "skycap-lb.yaml.j2")
     stage = Project(root).load_stage("test")
-    from skycap.project import Service
+    from skycap.project.config import Service
 
     service = Service(name="skycap-lb", image="skytap/skycap-lb", template="skycap-lb.yaml.j2")
     revision = RenderInput(node="0" * 40, tag="000000000000", rev="tip", release=1)

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
+from skycap.cluster.ledger import CHUNK_BYTES, Ledger, Release, decode_release, who_am_i
 from skycap.errors import BadInput
-from skycap.ledger import CHUNK_BYTES, Ledger, Release, decode_release, who_am_i
 
 MANIFESTS = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n"
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from skycap.ledger import compress
+from skycap.cluster.ledger import compress
 from tests.deployproject import deployed, history, make_project
 
 

@@ -13,7 +13,7 @@ from skycap.localcluster import cluster
 
 
 def kubectl(local_cluster, *args, stdin=None):
-    from skycap.kubectl import find_kubectl
+    from skycap.cluster.kubectl import find_kubectl
 
     argv = [find_kubectl(), "--kubeconfig", str(local_cluster.kubeconfig), *args]
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True).stdout

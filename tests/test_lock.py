@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from skycap.cluster.ledger import Ledger
+from skycap.cluster.lock import StageLock, ago, break_lock, clock, lease_name, read_lock, unlock
 from skycap.errors import BadInput, StageLocked
-from skycap.ledger import Ledger
-from skycap.lock import StageLock, ago, break_lock, clock, lease_name, read_lock, unlock
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = "production"
@@ -26,8 +26,8 @@ STAGE = "production"
 HOLDER = textwrap.dedent("""
     import sys, time
     from kubernetes import client, config
+    from skycap.cluster.lock import StageLock
     from skycap.errors import StageLocked
-    from skycap.lock import StageLock
 
     kubeconfig, namespace, ttl, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
     configuration = client.Configuration()

@@ -156,7 +156,7 @@ def test_logs_of_a_cluster_it_cannot_use_is_a_clear_error(project, tmp_path, kub
 def test_only_plain_kubeconfigs_are_read_without_the_client(tmp_path, user, cluster, plain):
     from types import SimpleNamespace
 
-    from skycap.ops.rest import plain_endpoint
+    from skycap.commands.running.rest import plain_endpoint
 
     (tmp_path / "token").write_text("from-a-file\n")
     config = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from skycap.ops.targets import short_name
+from skycap.commands.running.targets import short_name
 from tests.deployproject import make_project
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from skycap.errors import BadInput
-from skycap.project import Project, find_project
+from skycap.project.config import Project, find_project
 
 ROOT = Path(__file__).resolve().parent.parent
 

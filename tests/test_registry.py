@@ -1,4 +1,4 @@
-"""skycap.registry against real docker-registry servers: anonymous, basic auth and bearer tokens."""
+"""skycap.sources.registry against real docker-registry servers: anonymous, basic auth and bearer tokens."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from skycap import registry as reg
 from skycap.errors import BadInput
+from skycap.sources import registry as reg
 from tests.fixtures.registry import IDENTITY_TOKEN, PASSWORD, USERNAME, free_port
 
 # Its module-wide fixture is costly: under pytest-xdist these tests share one worker.
@@ -256,5 +256,5 @@ def test_unreadable_docker_config_is_named(isolated_home):
 
 
 def test_import_is_light():
-    code = "import sys, skycap.registry; print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))"
+    code = "import sys, skycap.sources.registry; print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -14,7 +14,7 @@ import time
 import pytest
 from kubernetes import client
 
-from skycap.lock import StageLock
+from skycap.cluster.lock import StageLock
 from tests.deployproject import make_project, run_while_locked, start_deploy
 
 

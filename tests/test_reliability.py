@@ -34,7 +34,7 @@ def web_image(core_api, namespace) -> str:
 def test_stopping_a_watch_whose_socket_just_closed_is_quiet(core_api, namespace):
     """The race seen in bench/releases.py: a stream's read broke (urllib3 closes the connection) just
     before stop() shut its socket; shutting a closed socket raises OSError EBADF."""
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     feed = Feed(core_api, namespace, ["Pod"])
     response = feed._lister("Pod")(namespace, watch=True, timeout_seconds=30, _preload_content=False,
@@ -139,7 +139,7 @@ def test_a_machine_whose_clock_runs_ahead_cannot_take_a_live_lock(core_api, loca
     import subprocess
     import sys
 
-    from skycap.lock import StageLock
+    from skycap.cluster.lock import StageLock
     from tests.test_lock import HOLDER, REPO
 
     assert shutil.which("faketime"), "faketime is in scripts/setup.sh's packages"
@@ -153,7 +153,7 @@ def test_a_machine_whose_clock_runs_ahead_cannot_take_a_live_lock(core_api, loca
 
 
 def test_unlock_refuses_a_live_lock_unless_forced(project, core_api, namespace):
-    from skycap.lock import StageLock, read_lock
+    from skycap.cluster.lock import StageLock, read_lock
 
     live = StageLock(core_api, namespace, "test", "deploy rev=live", ttl=3)
     live.acquire()
@@ -176,8 +176,8 @@ def test_unlock_refuses_a_live_lock_unless_forced(project, core_api, namespace):
 
 
 def test_a_stale_writer_cannot_overwrite_interrupted(core_api, namespace):
+    from skycap.cluster.ledger import Ledger
     from skycap.errors import LockLost
-    from skycap.ledger import Ledger
 
     stale = Ledger(core_api, namespace, "test")
     config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  a: '1'\n"
@@ -230,7 +230,7 @@ def test_an_unreadable_last_good_release_rolls_back_to_the_one_before(project, c
 
 
 def test_a_ledger_trim_the_server_refuses_is_reported_not_a_failure(project, limited, core_api, namespace):
-    from skycap.ledger import Ledger
+    from skycap.cluster.ledger import Ledger
 
     ledger = Ledger(core_api, namespace, "test")
     for _ in range(3):
@@ -268,12 +268,12 @@ def test_recording_failed_is_retried(project, limited, core_api, namespace, loca
 def test_a_deploy_that_made_the_namespace_and_lost_the_lock_race_leaves_it(project, core_api, namespace,
                                                                         monkeypatch):
     """It made the namespace, then another deploy took the lock first: the namespace is the winner's now."""
-    from skycap import cluster_side
-    from skycap.lock import StageLock
+    from skycap.cluster import namespace as namespaces
+    from skycap.cluster.lock import StageLock
 
     fresh = f"{namespace[:50]}-race"
     project.edit_stage(lambda s: s["kubernetes"].update(namespace=fresh, create_namespace=True))
-    winner, real_ensure = [], cluster_side.ensure_namespace
+    winner, real_ensure = [], namespaces.ensure_namespace
 
     def made_then_beaten(session):
         made = real_ensure(session)
@@ -281,7 +281,7 @@ def test_a_deploy_that_made_the_namespace_and_lost_the_lock_race_leaves_it(proje
         winner[0].acquire()  # the other deploy, a moment quicker to the lock
         return made
 
-    monkeypatch.setattr(cluster_side, "ensure_namespace", made_then_beaten)
+    monkeypatch.setattr(namespaces, "ensure_namespace", made_then_beaten)
     try:
         ran = project.run("deploy", "test", f"rev={project.commit('race')}")
         assert ran.code == 3, ran.stderr

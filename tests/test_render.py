@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from skycap.cluster.labels import CONFIG_HASH_ANNOTATION
 from skycap.errors import BadInput
-from skycap.project import Project
-from skycap.render import CONFIG_HASH_ANNOTATION, RenderInput, render_stage, restamp_release, templates_see_release
+from skycap.project.config import Project
+from skycap.project.render import RenderInput, render_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 REVISION = RenderInput(node="a" * 40, tag="aaaaaaaaaaaa", rev="tip", release=7)
@@ -108,26 +109,3 @@ def test_a_missing_template_is_named(project):
     stage.services["svc"].template = "nope.yaml.j2"
     with pytest.raises(BadInput, match=r"templates/nope.yaml.j2 does not exist"):
         render_stage(stage, REVISION)
-
-
-@pytest.mark.parametrize("template, others, sees", [
-    ("kind: x\nname: {{ service.name }}\n", {}, False),
-    ("kind: x\nrelease: '{{ release }}'\n", {}, True),
-    ("{% if release > 3 %}kind: x{% endif %}\n", {}, True),
-    ("{% set release = 1 %}kind: x\nr: {{ release }}\n", {}, False),  # its own variable, not the context's
-    ("{% include 'part.j2' %}\n", {"part.j2": "{% include 'deeper.j2' %}", "deeper.j2": "r: {{ release }}"}, True),
-    ("{% include 'part.j2' %}\n", {"part.j2": "kind: x"}, False),
-    ("{% include service.name ~ '.j2' %}\n", {}, True),  # a name known only at render time
-    ("{% if %}\n", {}, True),  # does not parse: the render will say why
-])
-def test_whether_templates_see_the_release_number(project, template, others, sees):
-    for name, text in others.items():
-        (project.templates_dir / name).write_text(text)
-    assert templates_see_release(stage_with(project, template)) is sees
-
-
-def test_the_release_number_is_stamped_after_the_render(project):
-    stage = stage_with(project, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
-    rendered = render_stage(stage, REVISION)
-    restamp_release(rendered, 12)
-    assert {m.obj["metadata"]["annotations"]["skycap.io/release"] for m in rendered.manifests} == {"12"}

@@ -1,4 +1,4 @@
-"""skycap.revision against real Mercurial repositories (local, and served by `hg serve`)."""
+"""skycap.sources.mercurial against real Mercurial repositories (local, and served by `hg serve`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tempfile
 
 import pytest
 
-from skycap import revision
 from skycap.errors import BadInput
+from skycap.sources import mercurial as revision
 from tests.fixtures.registry import free_port
 
 

@@ -8,9 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from skycap import rollout
-from skycap import rollout_rules as rules
-from skycap.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
+from skycap.cluster import kinds, rollout
+from skycap.cluster import rollout_rules as rules
+from skycap.cluster.kinds import deployment as deployment_kind
+from skycap.cluster.kinds import pod as pod_kind
+from skycap.cluster.labels import DEPLOYMENT_REVISION
+from skycap.cluster.rollout import Outcome, RolloutResult, Target, failure_report, render_progress, wait_for_rollout
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -27,14 +30,14 @@ def meta(name, kind, uid=None, owner=None, generation=1, **extra):
 
 
 def dep(replicas=2, generation=2, observed=2, updated=2, total=2, available=2, revision="2", conditions=()):
-    return {**meta("web", "Deployment", generation=generation, annotations={rules.REVISION: revision}),
+    return {**meta("web", "Deployment", generation=generation, annotations={DEPLOYMENT_REVISION: revision}),
             "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app": "web"}}}},
             "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total,
                        "availableReplicas": available, "conditions": list(conditions)}}
 
 
 def rs(owner, revision, name=None, available=0):
-    return {**meta(name or f"web-r{revision}", "ReplicaSet", owner=owner, annotations={rules.REVISION: revision}),
+    return {**meta(name or f"web-r{revision}", "ReplicaSet", owner=owner, annotations={DEPLOYMENT_REVISION: revision}),
             "status": {"availableReplicas": available}}
 
 
@@ -48,7 +51,7 @@ def pod(name, owner=None, waiting=None, message="", phase="Running", ready=False
 
 
 def check(obj, *others):
-    return rules.RULES[obj["kind"]].check(obj, rules.View.of(obj, *others), NOW)
+    return kinds.of(obj["kind"]).rollout(obj, rules.View.of(obj, *others), NOW)
 
 
 def test_the_view_knows_what_each_object_owns_as_it_changes():
@@ -136,14 +139,14 @@ def test_pods_without_a_readiness_probe_count_once_seen_ready_for_a_while():
     new = rs(d, "2", available=2)
     pods = [pod("web-a", new, ready=True), pod("web-b", new, ready=True)]
     settle = timedelta(seconds=rules.PROBELESS_SETTLE_SECONDS)
-    just_ready = rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
+    just_ready = deployment_kind.rollout(d, rules.View.of(d, new, *pods, seen=NOW - settle / 2), NOW)
     assert (just_ready.state, just_ready.pods) == ("waiting", ["web-a", "web-b"])
     assert just_ready.reason == (f"2 pods without a readiness probe: not yet seen Ready for {settle.seconds} s "
                                  "(plus the node's delay in reporting its start)")
-    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
+    assert deployment_kind.rollout(d, rules.View.of(d, new, *pods, seen=NOW - settle), NOW).state == "succeeded"
     for probed in pods:
         probed["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8080}}
-    assert rules.deployment(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
+    assert deployment_kind.rollout(d, rules.View.of(d, new, *pods, seen=NOW), NOW).state == "succeeded"
 
 
 def test_a_node_that_reported_the_start_late_gets_as_much_longer_to_report_an_exit():
@@ -152,18 +155,18 @@ def test_a_node_that_reported_the_start_late_gets_as_much_longer_to_report_an_ex
     late["status"]["containerStatuses"][0]["state"]["running"]["startedAt"] = "2024-05-01T11:59:53Z"
     seen = NOW - settle  # 4 s after the container started (NOW is 12:00:00, seen at 11:59:57)
     assert rules.View.of(late, seen=seen).settle_seconds(late) == rules.PROBELESS_SETTLE_SECONDS + 4
-    assert rules.pod(late, rules.View.of(late, seen=seen), NOW).state == "waiting"
-    assert rules.pod(late, rules.View.of(late, seen=seen), NOW + timedelta(seconds=4)).state == "succeeded"
+    assert pod_kind.rollout(late, rules.View.of(late, seen=seen), NOW).state == "waiting"
+    assert pod_kind.rollout(late, rules.View.of(late, seen=seen), NOW + timedelta(seconds=4)).state == "succeeded"
     very_late = rules.View.of(late, seen=NOW + timedelta(hours=1))
     assert very_late.settle_seconds(late) == rules.PROBELESS_SETTLE_SECONDS + rules.MAX_REPORT_LAG_SECONDS
 
 
 def test_a_pod_that_stops_being_ready_starts_its_settling_again():
     view = rules.View.of(pod("p", ready=True), seen=NOW - timedelta(seconds=10))
-    assert rules.pod(view.get("Pod", "p"), view, NOW).state == "succeeded"
+    assert pod_kind.rollout(view.get("Pod", "p"), view, NOW).state == "succeeded"
     view.set("Pod", pod("p", ready=False, restarts=1), seen=NOW - timedelta(seconds=2))
     view.set("Pod", pod("p", ready=True, restarts=1), seen=NOW - timedelta(seconds=1))
-    status = rules.pod(view.get("Pod", "p"), view, NOW)
+    status = pod_kind.rollout(view.get("Pod", "p"), view, NOW)
     assert (status.state, status.reason) == ("waiting", "pod p without a readiness probe: not yet seen Ready for "
                                                         f"{rules.PROBELESS_SETTLE_SECONDS:g} s (plus the node's "
                                                         "delay in reporting its start)")
@@ -228,8 +231,8 @@ def test_service_rule():
 
 
 def test_unknown_kinds_succeed_and_missing_objects_wait():
-    assert rules.evaluate("ConfigMap", "web-config", rules.View(), NOW).state == "succeeded"
-    assert rules.evaluate("Deployment", "web", rules.View({"Deployment": {}}), NOW).state == "waiting"
+    assert kinds.evaluate("ConfigMap", "web-config", rules.View(), NOW).state == "succeeded"
+    assert kinds.evaluate("Deployment", "web", rules.View({"Deployment": {}}), NOW).state == "waiting"
 
 
 def test_event_lines_keep_warnings_of_related_objects_counted():
@@ -480,7 +483,7 @@ def test_service_waits_for_ready_endpoints(core_api, namespace, local_cluster, p
 def test_a_broken_watch_relists_and_carries_on(deploy, monkeypatch):
     from kubernetes.client.rest import ApiException
 
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     real_watch, broken = Feed._watch, []
 
@@ -499,7 +502,7 @@ def test_changes_arrive_as_watch_events_after_one_list(core_api, namespace, monk
     """Watch, not poll: one LIST per kind, then every change as an event on the open stream."""
     from kubernetes import client
 
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     seen, real_apply = [], Feed._apply
     monkeypatch.setattr(Feed, "_apply", lambda self, kind, event, payload: (seen.append((kind, event)),
@@ -526,7 +529,7 @@ def test_changes_arrive_as_watch_events_after_one_list(core_api, namespace, monk
 
 
 def test_stopping_as_a_watch_ends_by_itself_is_quiet():
-    from skycap.rollout_watch import Feed
+    from skycap.cluster.watch import Feed
 
     class Ended:  # urllib3's response once the server ended the stream and the pool has its connection back
         def shutdown(self):

@@ -22,12 +22,12 @@ def test_run_logs_and_crash_files_are_private(isolated_home, monkeypatch):
     log.write("kubectl:out", "what kubectl printed")
     assert mode(log.path) == 0o600 and mode(log.path.parent) == 0o700
 
-    from skycap import pipelines
+    from skycap.commands import history as history_command
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pipelines, "history", broken)
+    monkeypatch.setattr(history_command, "history", broken)
     ran = skycap("--project", str(ROOT), "history", "demo")
     crash = Path(ran.stderr.split("traceback is in ")[1].split(";")[0])
     assert crash.parent == log.path.parent and mode(crash) == 0o600
@@ -88,7 +88,7 @@ NOWHERE = "198.18.0.250"  # benchmarking space: no network namespace of ours use
 
 
 def test_credentials_go_over_plain_http_only_to_loopback_or_when_the_stage_allows_it():
-    from skycap.registry import may_send_credentials
+    from skycap.sources.registry import may_send_credentials
 
     for url in ("https://registry.example.com/v2/", f"https://{NOWHERE}:5000/v2/", "http://127.0.0.1:5000/v2/",
                 "http://localhost:15000/token", "http://[::1]:5000/v2/"):
@@ -100,8 +100,8 @@ def test_credentials_go_over_plain_http_only_to_loopback_or_when_the_stage_allow
 
 def test_a_loopback_registry_cannot_send_credentials_to_a_plain_http_login_elsewhere(
         registry_with_remote_login, off_loopback_attempts, monkeypatch):
-    from skycap import registry as reg
     from skycap.errors import BadInput
+    from skycap.sources import registry as reg
 
     monkeypatch.setenv(reg.ENV_USERNAME, "ci")
     monkeypatch.setenv(reg.ENV_PASSWORD, "never-over-plain-http")
@@ -196,7 +196,7 @@ diff -u -N /tmp/LIVE-1/v1.ConfigMap.ns.web-config /tmp/MERGED-2/v1.ConfigMap.ns.
 
 
 def test_an_old_kubectl_diff_of_a_secret_is_masked_and_other_objects_kept():
-    from skycap.redact import redact
+    from skycap.cluster.redact import redact
 
     masked = redact(OLD_KUBECTL_DIFF)
     assert "b2xkLXZhbHVl" not in masked and "bmV3LXZhbHVl" not in masked
@@ -208,7 +208,7 @@ def test_an_old_kubectl_diff_of_a_secret_is_masked_and_other_objects_kept():
 def test_secrets_printed_as_json_or_yaml_are_masked():
     import json
 
-    from skycap.redact import redact
+    from skycap.cluster.redact import redact
 
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {
         "kubectl.kubernetes.io/last-applied-configuration": json.dumps({"kind": "Secret",
@@ -225,8 +225,8 @@ def test_secrets_printed_as_json_or_yaml_are_masked():
 
 
 def test_a_masked_last_applied_annotation_alone_is_no_change():
-    from skycap.plan import essential_diff
-    from skycap.redact import redact
+    from skycap.cluster.plan import essential_diff
+    from skycap.cluster.redact import redact
 
     stamps_only = OLD_KUBECTL_DIFF.replace("-  TOKEN: b2xkLXZhbHVl\n+  TOKEN: bmV3LXZhbHVl\n", "  TOKEN: b2xkLXZhbHVl\n")
     stamps_only = stamps_only[:stamps_only.index("diff -u -N /tmp/LIVE-1/v1.ConfigMap")]

@@ -1,4 +1,4 @@
-"""skycap.vm against real sshd hosts (tests/fixtures/sshd.py), asserting what ends up on each host's disk."""
+"""skycap.vm.deploy against real sshd hosts (tests/fixtures/sshd.py), asserting what ends up on each host's disk."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from skycap import vm as vmdeploy
-from skycap import vm_remote
 from skycap.errors import BadInput, DeployFailed, Interrupted
-from skycap.project import VmService
-from skycap.vm_ssh import HostKeyRefused, HostUnreachable
+from skycap.project.config import VmService
+from skycap.vm import deploy as vmdeploy
+from skycap.vm import remote as vm_remote
+from skycap.vm.hosts import HostKeyRefused, HostUnreachable
 
 NODE1, NODE2, NODE3, NODE4 = (hashlib.sha1(f"v{i}".encode()).hexdigest() for i in range(1, 5))
 
@@ -262,7 +262,7 @@ def test_command_timeout_stops_a_hanging_restart_and_kills_it_on_the_host(fake_v
 
 
 def test_the_remote_command_is_one_quoted_argument():
-    from skycap.vm_ssh import remote_command
+    from skycap.vm.hosts import remote_command
 
     command = remote_command("echo 'a b' $HOME; touch x", 20)
     assert command.endswith(" skycap 'echo '\"'\"'a b'\"'\"' $HOME; touch x'")
@@ -348,7 +348,7 @@ def test_marker_and_unreadable_known_hosts_lines_do_not_stop_the_others(fake_vms
 
 
 def test_host_key_errors_are_raised_as_such_by_the_connection(fake_vms, isolated_home):
-    from skycap.vm_ssh import HostConnection, SshOptions
+    from skycap.vm.hosts import HostConnection, SshOptions
 
     (isolated_home / ".ssh" / "known_hosts").write_text("")
     with pytest.raises(HostKeyRefused) as refused:

@@ -6,6 +6,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from skycap.cluster.errors import call_api
 from skycap.environments.lookup import (
     Cluster,
     find_environment,
@@ -26,7 +27,7 @@ from skycap.environments.stored import (
     utc_iso,
 )
 from skycap.errors import BadInput, RolloutTimeout, SkycapError, StageLocked
-from skycap.session import StageSession, call_api, emit_json, lock_ttl, print_table
+from skycap.session import StageSession, emit_json, lock_ttl, print_table
 
 ORPHAN_GRACE = 300  # seconds: an environment namespace without its definition, older than this, is an orphan
 POLL = 0.5
@@ -42,8 +43,8 @@ class DestroyTimeout(RolloutTimeout):
 
 def create(run, name: str, source: str, rev: str, *, ttl: str = "8h", sets=(), replace=False, with_vm=False,
            keep_on_failure=False, timeout=None, image_check=True, accept_new_host_keys=False) -> int:
-    from skycap.deploy import deploy
-    from skycap.ledger import who_am_i
+    from skycap.cluster.ledger import who_am_i
+    from skycap.flow.deploy import deploy
 
     check_name(name)
     seconds = parse_duration(ttl)
@@ -189,7 +190,7 @@ def destroy_namespace(api, namespace: str, stage_name: str, *, lock=True, wait=T
 def _locked_delete(api, core, standing: dict, stage_name: str) -> str:
     from kubernetes.client.rest import ApiException
 
-    from skycap.lock import StageLock
+    from skycap.cluster.lock import StageLock
 
     namespace = standing["metadata"]["name"]
     lock = StageLock(api, namespace, stage_name, purpose="env destroy", ttl=lock_ttl())
@@ -334,7 +335,7 @@ def list_environments(run) -> int:
 def describe_cluster(cluster: Cluster) -> list[dict]:
     from kubernetes import client
 
-    from skycap.render import MANAGED_BY, NODE_ANNOTATION, STAGE_LABEL
+    from skycap.cluster.labels import MANAGED_BY, NODE_ANNOTATION, STAGE_LABEL
 
     namespaces, definitions = environment_namespaces(cluster)
     apps = client.AppsV1Api(cluster.api)
@@ -374,8 +375,6 @@ def environment_namespaces(cluster: Cluster) -> tuple[dict[str, dict], dict[str,
     """The cluster's environment namespaces by name, and the definitions found in them: one GET each, side
     by side, so the gc CronJob's role reads no ConfigMap but the definitions (list ConfigMaps could not
     be limited to them)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from kubernetes import client
 
     core = client.CoreV1Api(cluster.api)
@@ -395,7 +394,7 @@ def environment_namespaces(cluster: Cluster) -> tuple[dict[str, dict], dict[str,
 def reason(exc: BaseException) -> str:
     if isinstance(exc, SkycapError):
         return exc.message
-    from skycap.kube import short_reason
+    from skycap.cluster.errors import short_reason
 
     return short_reason(exc)
 

@@ -14,8 +14,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from skycap.cluster.labels import ENVIRONMENT_LABEL
 from skycap.environments.naming import ENV_NAME_RE, namespace_for
-from skycap.environments.stored import DEFINITION, ENVIRONMENT_LABEL, Environment, environment_stage
+from skycap.environments.stored import DEFINITION, Environment, environment_stage
 from skycap.errors import SkycapError
 
 
@@ -29,7 +30,7 @@ class Cluster:
     @property
     def api(self):
         if self._api is None:
-            from skycap.kube import api_client
+            from skycap.cluster.kube import api_client
 
             self._api = api_client(self.stages[0])
         return self._api
@@ -45,7 +46,7 @@ class Cluster:
 
 def project_clusters(project) -> tuple[list[Cluster], list[str]]:
     """The distinct clusters of the project's stage files; problems (a broken stage file) as text."""
-    from skycap.kube import kubeconfig_path
+    from skycap.cluster.kube import kubeconfig_path
 
     clusters: dict[tuple, Cluster] = {}
     problems = []
@@ -97,7 +98,7 @@ def _read_candidate(cluster: Cluster, stage, name: str) -> tuple[Environment | N
     except SkycapError as exc:
         return None, f"{cluster.describe()}: {exc.message}"
     except Exception as exc:  # noqa: BLE001 - an unreachable cluster must not hide the others
-        from skycap.kube import short_reason
+        from skycap.cluster.errors import short_reason
 
         return None, f"{cluster.describe()}: {short_reason(exc)}"
     if env is None or env.name != name or not cluster.owns(env.stage, env.source_namespace):

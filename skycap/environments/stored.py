@@ -17,13 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from skycap.cluster.labels import ENVIRONMENT_LABEL, MANAGED_BY, SOURCE_LABEL, SOURCE_NAMESPACE_LABEL
 from skycap.environments.naming import namespace_for, stage_name
 from skycap.errors import BadInput
 
 DEFINITION = "skycap-environment"  # the ConfigMap's name, in the environment's namespace
-ENVIRONMENT_LABEL = "skycap.io/environment"
-SOURCE_LABEL = "skycap.io/source-stage"
-SOURCE_NAMESPACE_LABEL = "skycap.io/source-namespace"
 FORBIDDEN_OVERRIDES = ("kubernetes", "env_replicas", "env_hosts")
 
 
@@ -54,8 +52,6 @@ class Environment:
         return parse_time(self.expires) - time.time()
 
     def labels(self) -> dict[str, str]:
-        from skycap.render import MANAGED_BY
-
         return {MANAGED_BY: "skycap", ENVIRONMENT_LABEL: self.stage_name, SOURCE_LABEL: self.stage,
                 SOURCE_NAMESPACE_LABEL: self.source_namespace}
 
@@ -90,7 +86,7 @@ def environment_stage(project, env: Environment):
     """The stage an environment stands for: the source stage's file as it is now, in the environment's
     namespace, replicas capped at env_replicas, VM services on their env_hosts (or left out), then
     the overrides."""
-    from skycap.project import parse_stage
+    from skycap.project.config import parse_stage
 
     if not project.has_stage_file(env.stage):
         raise BadInput(f"environment {env.name} was made from stage {env.stage}, which has no file under "

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import inspect
 
+from skycap.cluster.errors import call_api
 from skycap.errors import BadInput
 from skycap.flow.hooks import ProjectTasks, is_locked
-from skycap.session import call_api, lock_ttl, open_stage
+from skycap.session import lock_ttl, open_stage
 
 
 def task(run, stage_name: str, name: str, values: dict[str, str]) -> int:
@@ -21,7 +22,7 @@ def task(run, stage_name: str, name: str, values: dict[str, str]) -> int:
     c = tasks.context(session)
     lock = None
     if is_locked(found):
-        from skycap.lock import StageLock
+        from skycap.cluster.lock import StageLock
 
         lock = StageLock(session.api, session.stage.namespace, stage_name, purpose=f"task {name}", ttl=lock_ttl(),
                          notice=run.screen.line)

@@ -61,8 +61,8 @@ class StageContext(FlowValues, Context):
         """A Fabric group of the VM service's hosts, connected with the stage's host key policy and timeouts."""
         import fabric
 
-        from skycap import vm
-        from skycap.vm_ssh import HostConnection
+        from skycap.vm import deploy as vm
+        from skycap.vm.hosts import HostConnection
 
         stage = self.session.stage
         if service not in stage.vm:

@@ -1,7 +1,7 @@
 """What a deploy and a rollback do, in order: the one list of their steps, with Capistrano's names.
 
 Each step is an Invoke task of the collection that collection() makes (deploy.starting, ...); its
-body is a method of the running Deploy (skycap/deploy.py) or Rollback (skycap/rollback.py), reached
+body is a method of the running Deploy (skycap/flow/deploy.py) or Rollback (skycap/flow/rollback.py), reached
 as `c.flow`. Steps without a body are points to hook on. run_step() runs a step's before hooks, its
 body, its after hooks; it calls the body itself, so that a project without tasks.py never imports Invoke.
 """
@@ -19,8 +19,8 @@ class Step:
 
 
 DEPLOY_STEPS = (
-    Step("deploy:starting", "resolve the revision, render, check the images, dry-run the manifests on the server, "
-         "reach every VM host, take the stage lock; nothing changes before it ends", "starting"),
+    Step("deploy:starting", "resolve the revision, take the stage lock, render, check the images, dry-run the "
+         "manifests on the server, reach every VM host; nothing changes before it ends", "starting"),
     Step("deploy:started", "every check passed, the lock is held", None),
     Step("deploy:updating", "record the release as pending; upload and unpack the VM archive on every host; "
          "apply ConfigMaps, Secrets and RBAC, then everything else (with vm_order: before, the hosts are "

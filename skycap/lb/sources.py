@@ -11,13 +11,13 @@ import queue
 import time
 from pathlib import Path
 
+from skycap.cluster.labels import SERVICE_NAME_LABEL
+from skycap.cluster.watch import Feed
 from skycap.errors import BadInput
 from skycap.lb.backends import Member
 from skycap.lb.config import LoadBalancer, PoolSpec
-from skycap.rollout_watch import Feed
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 class PoolConfigError(BadInput):
@@ -38,12 +38,12 @@ def in_cluster() -> bool:
 def api_client(stage):
     """In a pod, the pod's service account (nothing else); elsewhere the stage's kubeconfig."""
     if not in_cluster():
-        from skycap.kube import api_client as from_kubeconfig
+        from skycap.cluster.kube import api_client as from_kubeconfig
 
         return from_kubeconfig(stage)
     from kubernetes import client, config
 
-    from skycap.kube import api_timeout, give_requests_a_timeout
+    from skycap.cluster.kube import api_timeout, give_requests_a_timeout
 
     folder = service_account_dir()
     configuration = client.Configuration()
@@ -265,7 +265,7 @@ def _node_ready(node: dict) -> bool:
 
 def list_view(api, namespace: str, lb: LoadBalancer):
     """(view, endpoint kind): one list of each kind, for a one-off look (skycap status)."""
-    from skycap.rollout_rules import View
+    from skycap.cluster.rollout_rules import View
 
     kind, prefix = endpoint_source(api)
     feed = KubeFeed(api, namespace, kind, prefix, nodes=lb.members == "nodeport")

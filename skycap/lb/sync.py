@@ -183,7 +183,7 @@ def lb_sync(run, stage_name: str, once: bool, dry_run: bool, listen: str) -> int
     try:
         endpoint_kind, prefix = sources.endpoint_source(api)
     except Exception as exc:  # noqa: BLE001 - any failure to reach the API server
-        from skycap.kube import short_reason
+        from skycap.cluster.errors import short_reason
 
         raise DeployFailed(f"cannot reach the Kubernetes API: {short_reason(exc)}") from None
     backend = make_backend(lb, api, stage.namespace)
@@ -325,7 +325,7 @@ def pool_report(stage, api) -> list[dict]:
         view, endpoint_kind = list_view(api, stage.namespace, lb)
         backend = make_backend(lb, api, stage.namespace)
     except Exception as exc:  # noqa: BLE001 - status reports what it could not learn, and goes on
-        from skycap.kube import short_reason
+        from skycap.cluster.errors import short_reason
 
         why = exc.message if isinstance(exc, SkycapError) else short_reason(exc)
         return [{"service": s.service, "pool": s.pool, "error": why} for s in lb.pools.values()]

@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from skycap.registry import Registry
+from skycap.sources.registry import Registry
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
