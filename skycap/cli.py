@@ -2,9 +2,10 @@
 
 The commands themselves are the click app in skycap.cli_commands, with one exception: a plain
 `skycap logs STAGE SERVICE [--tail N] [--since D] [-f] [-p]` (what an engineer types in an incident,
-where the time to the first line is the point) is read here without importing click, which is
-0.03-0.04 s of a command whose whole work is two API requests. Any other form of it (--help, an
-option click would refuse or read differently) goes to click, which says what is wrong as usual.
+where the time to the first line is the point) is read here without importing click and the
+commands' definitions: 0.017 s of a 0.09 s command whose whole work is two API requests. Any other
+form of it (--help, an option click would refuse or read differently) goes to click, which says
+what is wrong as usual.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def run_command(args: list[str]) -> int:
         from skycap.cli_commands import run_click
 
         return run_click(args)
-    from skycap.context import RunContext
     from skycap.commands.logs import log_options, logs
+    from skycap.context import RunContext
 
     options = log_options(logs_args["tail"], logs_args["since"], logs_args["follow"], logs_args["previous"])
     return logs(RunContext(project_arg=logs_args["project"], command="logs"), logs_args["stage"],
