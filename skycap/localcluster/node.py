@@ -194,6 +194,9 @@ def _write_kubelet_config(paths: Paths, link: Link, cluster_dir: Path) -> None:
         "authorization": {"mode": "AlwaysAllow"},
         "cgroupDriver": "cgroupfs", "cgroupsPerQOS": False, "enforceNodeAllocatable": [],
         "failSwapOn": False, "serializeImagePulls": False,
+        # A deploy of 20 services starts 40 pods' pulls at once from the local registry: kubelet's default
+        # of 5 pulls a second failed a healthy pod with "pull QPS exceeded" in bench/deploy.py.
+        "registryPullQPS": 0,
         "maxPods": 250,  # not 110: one node holds what a cluster of several would (the pod range has 254)
         "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 99, "imageGCLowThresholdPercent": 98,
