@@ -179,8 +179,10 @@ def destroy_namespace(api, namespace: str, stage_name: str, *, lock=True, wait=T
     if labels.get(ENVIRONMENT_LABEL) != stage_name:
         raise BadInput(f"namespace {namespace} is not labelled as environment {stage_name} "
                        f"({ENVIRONMENT_LABEL}); Skycap did not make it, and leaves it alone")
-    outcome = "terminating"
-    if (standing.get("status") or {}).get("phase") != "Terminating":
+    if (standing.get("status") or {}).get("phase") == "Terminating":
+        outcome = "terminating"
+        _end_pods(core, namespace)  # whoever began it may have left the pods their grace period
+    else:
         outcome = _locked_delete(api, core, standing, stage_name) if lock else _delete(core, standing)
     if wait:
         wait_gone(core, [namespace], timeout)
@@ -218,14 +220,20 @@ def _delete(core, standing: dict) -> str:
         if exc.status in (404, 409):
             return "gone"
         raise
-    # An environment is disposable: its pods go now, not after their grace period. Otherwise the
-    # namespace controller, finding pods still terminating, looks again only after half the longest
-    # grace period (16 s for the default 30 s). The namespace is terminating: no new pod can start.
+    _end_pods(core, metadata["name"])
+    return "deleted"
+
+
+def _end_pods(core, namespace: str) -> None:
+    """An environment is disposable: its pods go now, not after their grace period. Otherwise the
+    namespace controller, finding pods still terminating, looks again only after half the longest
+    grace period (16 s for the default 30 s). The namespace is terminating: no new pod can start."""
+    from kubernetes.client.rest import ApiException
+
     try:
-        core.delete_collection_namespaced_pod(metadata["name"], grace_period_seconds=0, _preload_content=False)
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0, _preload_content=False)
     except ApiException:
         pass  # the namespace controller deletes them anyway, only later
-    return "deleted"
 
 
 def read_namespace(core, name: str) -> dict | None:
