@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from skycap.record import Record, fresh
 
 TYPE_CHECKING = False  # as typing's, without importing typing (3 ms of `skycap logs`, which never needs it)
 if TYPE_CHECKING:
@@ -57,11 +58,10 @@ class RunLog:
         return self._file is not None
 
 
-@dataclass
-class Screen:
+class Screen(Record):
     """Human output on stderr: live lines on a terminal, timestamped plain lines elsewhere."""
 
-    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    stream: TextIO = fresh(lambda: sys.stderr)
     quiet: bool = False
 
     @property
@@ -100,12 +100,11 @@ class Screen:
             print(text.rstrip("\n"), file=self.stream, flush=True)
 
 
-@dataclass
-class RunContext:
+class RunContext(Record):
     project_arg: str | None = None
     verbose: int = 0
     output: str = "text"
-    screen: Screen = field(default_factory=Screen)
+    screen: Screen = fresh(Screen)
     command: str = "skycap"
     _log: RunLog | None = None
     _project = None

@@ -7,13 +7,12 @@ import json
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from skycap.errors import BadInput, DeployFailed, LockLost, SkycapError
+from skycap.record import Record, fresh
 
 
-@dataclass
-class StageSession:
+class StageSession(Record):
     """One stage's loaded config and its connections, made once per run."""
 
     run: object
@@ -128,8 +127,7 @@ def load_objects(manifests_yaml: str) -> list[dict]:
     return [doc for doc in load_all(manifests_yaml) if isinstance(doc, dict)]
 
 
-@dataclass
-class DeployState:
+class DeployState(Record):
     """What a deploy knows as it goes; read by the summary, the failure path and --output json."""
 
     stage: str
@@ -137,11 +135,11 @@ class DeployState:
     revision: object = None
     release: object = None
     rendered: object = None
-    applied: list[str] = field(default_factory=list)
+    applied: list[str] = fresh(list)
     result: object = None
     status: str = "pending"
     rolled_back_to: int | None = None
-    vm_results: dict = field(default_factory=dict)
+    vm_results: dict = fresh(dict)
     error: str = ""
     releases: list | None = None  # the ledger as listed under the lock, newest first, this release included
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
 
 from skycap.cluster.errors import api_message
 from skycap.commands.running.output import LinePrinter, sink
 from skycap.commands.running.targets import find_service, list_pods, no_pods, source_name
 from skycap.errors import BadInput, SkycapError
+from skycap.record import Record
 from skycap.session import open_stage
 
 DEFAULT_VM_TAIL = 100  # log files on hosts are never rotated by Skycap: all of one can be huge
@@ -21,8 +21,7 @@ READERS = 8  # pod logs read at once without -f
 DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
-@dataclass
-class LogOptions:
+class LogOptions(Record):
     tail: int | None = None
     since: float | None = None  # seconds
     follow: bool = False

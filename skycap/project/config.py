@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from skycap.errors import BadInput
+from skycap.record import Record, fresh
 
 TYPE_CHECKING = False  # as typing's, without importing typing (3 ms of `skycap logs`, which never needs it)
 if TYPE_CHECKING:
@@ -28,22 +28,20 @@ VM_KEYS = {"hosts", "deploy_to", "restart", "check", "parallel", "keep_releases"
            "check_retries", "check_delay", "connect_timeout", "command_timeout", "known_hosts", "log_files"}
 
 
-@dataclass
-class Service:
+class Service(Record):
     name: str
     image: str
     template: str
     replicas: int = 1
-    config: dict[str, str] = field(default_factory=dict)
-    vars: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, str] = fresh(dict)
+    vars: dict[str, Any] = fresh(dict)
 
     def as_template_value(self) -> dict[str, Any]:
         return {"name": self.name, "image": self.image, "template": self.template, "replicas": self.replicas,
                 "config": dict(self.config), "vars": dict(self.vars)}
 
 
-@dataclass
-class VmService:
+class VmService(Record):
     name: str
     hosts: list[str]
     deploy_to: str
@@ -51,18 +49,17 @@ class VmService:
     check: str | None = None
     parallel: int = 5
     keep_releases: int = 5
-    linked_dirs: list[str] = field(default_factory=list)
-    linked_files: list[str] = field(default_factory=list)
+    linked_dirs: list[str] = fresh(list)
+    linked_files: list[str] = fresh(list)
     check_retries: int = 5
     check_delay: float = 1.0
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
     known_hosts: str | None = None
-    log_files: list[str] = field(default_factory=list)  # under current/ or shared/, for `skycap logs`
+    log_files: list[str] = fresh(list)  # under current/ or shared/, for `skycap logs`
 
 
-@dataclass
-class Stage:
+class Stage(Record):
     name: str
     path: Path
     project: "Project"
@@ -74,16 +71,16 @@ class Stage:
     context: str | None = None
     kubeconfig: str | None = None
     create_namespace: bool = False
-    services: dict[str, Service] = field(default_factory=dict)
-    vars: dict[str, Any] = field(default_factory=dict)
-    vm: dict[str, VmService] = field(default_factory=dict)
+    services: dict[str, Service] = fresh(dict)
+    vars: dict[str, Any] = fresh(dict)
+    vm: dict[str, VmService] = fresh(dict)
     vm_order: str = "after"
     keep_releases: int = 20
     rollout_timeout: float = 300.0
     hook_timeout: float = 600.0  # seconds a hook or task of tasks.py may run before it is killed
     load_balancer: "LoadBalancer | None" = None
     env_replicas: int = 1  # the replica cap of environments made from this stage
-    env_hosts: dict[str, list[str]] = field(default_factory=dict)  # VM service -> hosts, for env --with-vm
+    env_hosts: dict[str, list[str]] = fresh(dict)  # VM service -> hosts, for env --with-vm
     environment: Any = None  # the skycap.environments.Environment when this stage is an environment
     node_ports: bool = False  # render ClusterIP Services as NodePort (environments: reachable from outside)
 
@@ -95,10 +92,9 @@ class Stage:
         return str((self.path.parent / os.path.expanduser(self.hg)).resolve())
 
 
-@dataclass
-class Project:
+class Project(Record):
     root: Path
-    environments: dict[str, Stage] = field(default_factory=dict, repr=False)  # environments resolved this run
+    environments: dict[str, Stage] = fresh(dict, repr=False)  # environments resolved this run
 
     @property
     def stages_dir(self) -> Path:

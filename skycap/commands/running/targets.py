@@ -6,16 +6,15 @@ by guessing from names."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from skycap.cluster.errors import call_api
 from skycap.cluster.labels import DEPLOYMENT_REVISION, SERVICE_LABEL, STAGE_LABEL
 from skycap.errors import BadInput, SkycapError
+from skycap.record import Record
 
 
 
-@dataclass
-class ServiceRef:
+class ServiceRef(Record):
     name: str
     kubernetes: object = None  # project.Service, for a service of the cluster
     vm: object = None          # project.VmService, for a service on VM hosts
