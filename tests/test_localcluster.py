@@ -176,6 +176,25 @@ def _traces(state):
             "mounts": mounts}
 
 
+def test_what_is_left_in_the_node_mount_namespace_is_ended_and_the_machine_s_is_never_touched():
+    """down's last step: the holder's sleep outlives unshare by a moment (a full run once found it)."""
+    from skycap.localcluster import node
+
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--fork", "--kill-child", "--",
+                               "sh", "-c", "sleep infinity & exec sleep infinity"])
+    namespace = wait_for(lambda: node.mount_namespace(holder.pid), timeout=10)
+    try:
+        wait_for(lambda: len(_processes_in(namespace)) >= 3, timeout=10)  # unshare and its two sleeps
+        assert node.mount_namespace(os.getpid()) is None
+        node.end_processes_in(namespace)
+        assert not _processes_in(namespace)
+        assert holder.wait(timeout=5) == -9
+    finally:
+        for pid in _processes_in(namespace):
+            os.kill(pid, 9)
+        holder.wait()
+
+
 def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and_a_reboot(
         tmp_path, monkeypatch, local_cluster, real_node):
     host_netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()

@@ -611,6 +611,7 @@ def down(directory: Path | None = None, purge: bool = False) -> list[str]:
     state = ClusterState.load(directory)
     stopped = []
     if state:
+        node_mounts = node.mount_namespace(state.pids.get("node-mounts")) if _alive_part(state, "node-mounts") else None
         for part in reversed(state.parts):
             if part == "containerd" and state.nodes == "real":
                 node.kill_containers(state.node_paths, state.link)
@@ -622,6 +623,8 @@ def down(directory: Path | None = None, purge: bool = False) -> list[str]:
             node.kill_containers(state.node_paths, state.link)  # a containerd that died before down left them
             node.remove_runtime_state(state.node_paths)
             network.remove(state.link)
+        if node_mounts:
+            node.end_processes_in(node_mounts)
         state.pids.clear()
         state.save()
     if purge and directory.exists():

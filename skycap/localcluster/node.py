@@ -255,6 +255,40 @@ def mounts_ready(holder_pid: int) -> bool:
     return own and {"/var/log/pods", "/var/log/containers"} <= points
 
 
+def mount_namespace(holder_pid: int | None) -> str | None:
+    """The node's mount namespace as /proc names it ("mnt:[...]"), or None when the holder is gone
+    or has none of its own (never the machine's: nothing may kill what runs in that)."""
+    try:
+        own = os.readlink(f"/proc/{holder_pid}/ns/mnt")
+    except (OSError, TypeError):
+        return None
+    return None if own == os.readlink("/proc/self/ns/mnt") else own
+
+
+def end_processes_in(namespace: str, timeout: float = 5.0) -> None:
+    """SIGKILL what is left in the node's mount namespace and wait until it is gone: the holder's
+    `sleep` gets its SIGKILL from the kernel only as unshare dies, a moment after down has seen it go."""
+    deadline = time.monotonic() + timeout
+    while (left := _processes_in(namespace)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def _processes_in(namespace: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "ns" / "mnt") == namespace:
+                found.append(int(entry.name))
+        except OSError:  # gone, or a zombie: it holds no namespace any more
+            continue
+    return found
+
+
 def in_node_mounts(holder_pid: int, argv: list[str]) -> list[str]:
     """argv (already wrapped by Link.in_node) also joining the node's mount namespace."""
     assert argv[0] == "nsenter"
