@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from skycap.localcluster.cluster import free_ports
 from tests.icontrol import IControlServer
 
 POOLS = ("be_web", "be_api")
@@ -34,19 +35,6 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports. The sockets stay open until all are chosen: chosen one at a time,
-    the kernel may hand out the same port twice, and HAProxy binds both (SO_REUSEPORT) without a word."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def haproxy_command(port: int, line: str) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(line.encode() + b"\n")
@@ -62,6 +50,8 @@ class HAProxyProcess:
 
     def __init__(self, folder: Path, pools=POOLS):
         self.folder = folder
+        # Chosen together: one at a time, the kernel may hand out the same port twice, and HAProxy
+        # binds both (SO_REUSEPORT) without a word.
         self.api_port, self.frontend_port = free_ports(2)
         self.pools = pools
         self.proc: subprocess.Popen | None = None

@@ -151,17 +151,6 @@ def _pod_namespaces_inside(holder: int) -> list[str]:
     return [line.split()[4] for line in mounts if "/run/skycap/node-" in line.split()[4] and "nsfs" in line]
 
 
-def _processes_in(mount_namespace: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            if name.isdigit() and os.readlink(f"/proc/{name}/ns/mnt") == mount_namespace:
-                found.append(int(name))
-        except OSError:
-            continue
-    return found
-
-
 def _traces(state):
     """What of this cluster's node is left on the machine."""
     from skycap.localcluster import network, node
@@ -184,13 +173,13 @@ def test_what_is_left_in_the_node_mount_namespace_is_ended_and_the_machine_s_is_
                                "sh", "-c", "sleep infinity & exec sleep infinity"])
     namespace = wait_for(lambda: node.mount_namespace(holder.pid), timeout=10)
     try:
-        wait_for(lambda: len(_processes_in(namespace)) >= 3, timeout=10)  # unshare and its two sleeps
+        wait_for(lambda: len(node.processes_in(namespace)) >= 3, timeout=10)  # unshare and its two sleeps
         assert node.mount_namespace(os.getpid()) is None
         node.end_processes_in(namespace)
-        assert not _processes_in(namespace)
+        assert not node.processes_in(namespace)
         assert holder.wait(timeout=5) == -9
     finally:
-        for pid in _processes_in(namespace):
+        for pid in node.processes_in(namespace):
             os.kill(pid, 9)
         holder.wait()
 
@@ -225,7 +214,7 @@ def test_down_leaves_nothing_behind_and_up_recovers_from_a_killed_containerd_and
         traces = _traces(again)
         assert traces == {"processes": [], "containers and shims": [], "netns": False, "veth": False,
                           "mounts": []}
-        assert not _processes_in(node_mounts), "the node's mount namespace, with the pods' network ones, is gone"
+        assert not node.processes_in(node_mounts), "the node's mount namespace, with the pods' network ones, is gone"
         left = {name for name in os.listdir("/run/netns") if name.startswith("cni-")} - host_netns_before
         assert not left, "pod network namespaces pinned in the machine's /run/netns"
 

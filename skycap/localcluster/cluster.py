@@ -611,7 +611,7 @@ def down(directory: Path | None = None, purge: bool = False) -> list[str]:
     state = ClusterState.load(directory)
     stopped = []
     if state:
-        node_mounts = node.mount_namespace(state.pids.get("node-mounts")) if _alive_part(state, "node-mounts") else None
+        node_mounts = node.mount_namespace(state.pids["node-mounts"]) if _alive_part(state, "node-mounts") else None
         for part in reversed(state.parts):
             if part == "containerd" and state.nodes == "real":
                 node.kill_containers(state.node_paths, state.link)

@@ -246,21 +246,22 @@ def mounts_holder_argv(paths: Paths) -> list[str]:
 
 def mounts_ready(holder_pid: int) -> bool:
     """The holder's namespace is made and the node's log folders are mounted in it."""
+    if mount_namespace(holder_pid) is None:
+        return False
     try:
         mounts = Path(f"/proc/{holder_pid}/mountinfo").read_text().splitlines()
-        own = os.readlink(f"/proc/{holder_pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     except OSError:
         return False
     points = {line.split()[4] for line in mounts}
-    return own and {"/var/log/pods", "/var/log/containers"} <= points
+    return {"/var/log/pods", "/var/log/containers"} <= points
 
 
-def mount_namespace(holder_pid: int | None) -> str | None:
+def mount_namespace(holder_pid: int) -> str | None:
     """The node's mount namespace as /proc names it ("mnt:[...]"), or None when the holder is gone
     or has none of its own (never the machine's: nothing may kill what runs in that)."""
     try:
         own = os.readlink(f"/proc/{holder_pid}/ns/mnt")
-    except (OSError, TypeError):
+    except OSError:
         return None
     return None if own == os.readlink("/proc/self/ns/mnt") else own
 
@@ -269,7 +270,7 @@ def end_processes_in(namespace: str, timeout: float = 5.0) -> None:
     """SIGKILL what is left in the node's mount namespace and wait until it is gone: the holder's
     `sleep` gets its SIGKILL from the kernel only as unshare dies, a moment after down has seen it go."""
     deadline = time.monotonic() + timeout
-    while (left := _processes_in(namespace)) and time.monotonic() < deadline:
+    while (left := processes_in(namespace)) and time.monotonic() < deadline:
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -278,7 +279,8 @@ def end_processes_in(namespace: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def _processes_in(namespace: str) -> list[int]:
+def processes_in(namespace: str) -> list[int]:
+    """The processes in a mount namespace ("mnt:[...]")."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
